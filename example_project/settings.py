@@ -1,0 +1,151 @@
+"""Settings of the example project: a tiny multi-tenant product plus a sandbox "Apicbase".
+
+Everything comes from the environment (or a ``.env`` file beside manage.py); the defaults run
+offline on SQLite. Set ``APICBASE_SANDBOX=false`` and the ``APICBASE_CLIENT_*`` variables to talk
+to the real Apicbase instead of the sandbox.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env")  # optional; missing is fine
+
+DEBUG = env.bool("DEBUG", default=True)
+SECRET_KEY = env("SECRET_KEY", default="example-project-not-secret")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+# Where this project is reachable: the sandbox provider's URLs are built from it.
+SITE_URL = env("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "oauth2_provider",
+    "oauth_connect",
+    "example_project.tenants",
+    "example_project.sandbox",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "example_project.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "example_project" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+WSGI_APPLICATION = "example_project.wsgi.application"
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Wait for a busy database instead of failing at once; threads of runserver share the file.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Tests use a file, not :memory:, so a live server's threads each get a real connection.
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.path.join(tempfile.gettempdir(), f"oauth_connect_test_{os.getpid()}.sqlite3")
+    }
+
+AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []
+LANGUAGE_CODE = "en"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "oauth_connect:list"
+LOGOUT_REDIRECT_URL = "login"
+
+# --- oauth_connect ------------------------------------------------------------------------------
+
+OAUTH_CONNECT_TENANT_MODEL = "tenants.Organisation"
+
+# The demo key is public: set OAUTH_CONNECT_KEYS (comma-separated Fernet keys) anywhere real.
+DEMO_ENCRYPTION_KEY = "gxU4Em12pHLM4owjeSDxH9022GVjWpQGZIyofQ1YnMk="
+
+if env.bool("APICBASE_SANDBOX", default=True):
+    APICBASE = {
+        "AUTHORIZE_URL": f"{SITE_URL}/sandbox/o/authorize/",
+        "TOKEN_URL": f"{SITE_URL}/sandbox/o/token/",
+        "REVOKE_URL": f"{SITE_URL}/sandbox/o/revoke_token/",
+        "INTROSPECT_URL": f"{SITE_URL}/sandbox/o/introspect/",
+        "API_URL": f"{SITE_URL}/sandbox/api/v1/",
+        "CLIENT_ID": "sandbox-apicbase-client",
+        "CLIENT_SECRET": "sandbox-apicbase-secret",
+    }
+else:
+    APICBASE = {
+        "CLIENT_ID": env("APICBASE_CLIENT_ID"),
+        "CLIENT_SECRET": env("APICBASE_CLIENT_SECRET"),
+    }
+
+OAUTH_CONNECT = {
+    "ENCRYPTION_KEYS": env.list("OAUTH_CONNECT_KEYS", default=[DEMO_ENCRYPTION_KEY]),
+    "TENANT_RESOLVER": "example_project.tenants.resolvers.current_organisation",
+    "BASE_TEMPLATE": "example_base.html",
+    "PROVIDERS": {
+        "apicbase": APICBASE,
+        # A second OAuth2 API configured with settings only (no provider class): the sandbox
+        # again, under another client, with HTTP basic client authentication.
+        "acme": {
+            "NAME": "Acme (generic OAuth2)",
+            "AUTHORIZE_URL": f"{SITE_URL}/sandbox/o/authorize/",
+            "TOKEN_URL": f"{SITE_URL}/sandbox/o/token/",
+            "REVOKE_URL": f"{SITE_URL}/sandbox/o/revoke_token/",
+            "API_URL": f"{SITE_URL}/sandbox/api/v1/",
+            "CLIENT_ID": "sandbox-acme-client",
+            "CLIENT_SECRET": "sandbox-acme-secret",
+            "CLIENT_AUTH": "basic",
+            "SCOPES": ["accounts"],
+        },
+    },
+}
+
+# --- the sandbox authorization server (django-oauth-toolkit), posing as Apicbase -----------------
+
+OAUTH2_PROVIDER = {
+    "SCOPES": {"accounts": "Read your account", "library": "Read your library"},
+    "DEFAULT_SCOPES": ["accounts"],
+    # Apicbase's access tokens live a week (shared/seeds/002); override to watch refreshes.
+    "ACCESS_TOKEN_EXPIRE_SECONDS": env.int("SANDBOX_TOKEN_SECONDS", default=7 * 24 * 3600),
+    "AUTHORIZATION_CODE_EXPIRE_SECONDS": 60,
+    # Like Apicbase: every refresh rotates the refresh token and the old one is dead.
+    "ROTATE_REFRESH_TOKEN": True,
+    "PKCE_REQUIRED": True,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "oauth_connect": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")}
+    },
+}

@@ -1,0 +1,183 @@
+"""Operators' view of every connection: what needs attention, and buttons to act.
+
+Token fields are never rendered: they are excluded from every form and list.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.timesince import timeuntil
+from django.utils.translation import gettext_lazy as _
+
+from . import services
+from .exceptions import OAuthConnectError
+from .models import ClientCredentials, Connection, ConnectionEvent
+
+STATUS_COLOURS = {
+    Connection.Status.ACTIVE: "#1a7f37",
+    Connection.Status.ERROR: "#9a6700",
+    Connection.Status.REAUTH_REQUIRED: "#cf222e",
+    Connection.Status.DISCONNECTED: "#57606a",
+}
+
+
+class ExpiringSoonFilter(admin.SimpleListFilter):
+    title = _("access token expiry")
+    parameter_name = "expiring"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [("day", _("Expiring within a day")), ("expired", _("Expired"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        now = timezone.now()
+        if self.value() == "day":
+            return queryset.filter(expires_at__gt=now, expires_at__lte=now + timedelta(days=1))
+        if self.value() == "expired":
+            return queryset.filter(expires_at__lte=now)
+        return queryset
+
+
+class ConnectionEventInline(admin.TabularInline):
+    model = ConnectionEvent
+    fields = ["created_at", "kind", "message"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ["-created_at", "-pk"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Connection)
+class ConnectionAdmin(admin.ModelAdmin):
+    list_display = [
+        "__str__",
+        "tenant",
+        "provider",
+        "label",
+        "status_badge",
+        "expires_in",
+        "last_refreshed_at",
+        "short_error",
+    ]
+    list_filter = ["status", "provider", ExpiringSoonFilter]
+    list_select_related = ["tenant"]
+    actions = ["refresh_now", "disconnect"]
+    inlines = [ConnectionEventInline]
+    # Never the token fields: they are not in any form, list or detail page.
+    fields = [
+        "tenant",
+        "provider",
+        "label",
+        "status",
+        "token_type",
+        "scopes",
+        "client_id",
+        "expires_at",
+        "refresh_expires_at",
+        "last_refreshed_at",
+        "consecutive_failures",
+        "retry_not_before",
+        "last_error",
+        "created_at",
+        "updated_at",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Connections are made by authorizing at the provider, never typed in.
+        return False
+
+    def get_search_fields(self, request: HttpRequest) -> list[str]:
+        tenant_model = Connection._meta.get_field("tenant").related_model
+        names = {field.name for field in tenant_model._meta.get_fields()}
+        candidates = [getattr(tenant_model, "USERNAME_FIELD", None), "name", "email", "slug"]
+        fields = [f"tenant__{name}" for name in candidates if name and name in names]
+        return [*dict.fromkeys(fields), "label", "provider"]
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_badge(self, obj: Connection) -> str:
+        colour = STATUS_COLOURS.get(obj.status, "#57606a")
+        return format_html(
+            '<span style="color:#fff;background:{};padding:1px 6px;border-radius:8px">{}</span>',
+            colour,
+            obj.get_status_display(),
+        )
+
+    @admin.display(description=_("expires in"), ordering="expires_at")
+    def expires_in(self, obj: Connection) -> str:
+        if obj.expires_at is None:
+            return "—"
+        if obj.expires_at <= timezone.now():
+            return str(_("expired"))
+        return timeuntil(obj.expires_at)
+
+    @admin.display(description=_("last error"))
+    def short_error(self, obj: Connection) -> str:
+        return obj.last_error[:80] + ("…" if len(obj.last_error) > 80 else "")
+
+    @admin.action(description=_("Refresh now"))
+    def refresh_now(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        done, failed = 0, 0
+        for connection in queryset:
+            try:
+                services.refresh_connection(connection, force=True)
+                done += 1
+            except OAuthConnectError as err:
+                failed += 1
+                self.message_user(request, str(err), messages.ERROR)
+        if done:
+            self.message_user(request, _("Refreshed %d connection(s).") % done, messages.SUCCESS)
+
+    @admin.action(description=_("Disconnect"))
+    def disconnect(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        count = 0
+        for connection in queryset:
+            services.disconnect(connection)
+            count += 1
+        self.message_user(request, _("Disconnected %d connection(s).") % count, messages.SUCCESS)
+
+
+class ClientCredentialsForm(forms.ModelForm):
+    client_secret = forms.CharField(
+        label=_("client secret"),
+        widget=forms.PasswordInput(render_value=False),
+        required=False,
+        help_text=_("Leave empty to keep the stored secret."),
+    )
+
+    class Meta:
+        model = ClientCredentials
+        fields = ["tenant", "provider", "client_id", "client_secret"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Never send the stored secret back to the browser.
+        self.initial.pop("client_secret", None)
+        self.fields["client_secret"].required = self.instance.pk is None
+
+    def clean_client_secret(self) -> str:
+        secret = self.cleaned_data.get("client_secret", "")
+        if not secret and self.instance.pk is not None:
+            return self.instance.client_secret
+        return secret
+
+
+@admin.register(ClientCredentials)
+class ClientCredentialsAdmin(admin.ModelAdmin):
+    form = ClientCredentialsForm
+    list_display = ["tenant", "provider", "client_id", "updated_at"]
+    list_filter = ["provider"]
+    list_select_related = ["tenant"]

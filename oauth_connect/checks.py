@@ -1,0 +1,179 @@
+"""System checks: settings are validated at start-up, each message saying what to set."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.fernet import Fernet
+from django.apps import apps
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db import connections
+from django.utils.module_loading import import_string
+
+from . import conf
+from .exceptions import ConfigurationError
+
+KEYGEN = 'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+
+
+@register(Tags.security, Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    section = getattr(settings, "OAUTH_CONNECT", None)
+    if not isinstance(section, dict):
+        return [
+            Error(
+                "settings.OAUTH_CONNECT is missing or not a dict.",
+                hint="Add OAUTH_CONNECT = {'ENCRYPTION_KEYS': [...], 'PROVIDERS': {...}}.",
+                id="oauth_connect.E001",
+            )
+        ]
+    unknown = sorted(set(section) - set(conf.DEFAULTS))
+    messages: list[CheckMessage] = []
+    if unknown:
+        messages.append(
+            Error(
+                f"OAUTH_CONNECT has unknown keys: {', '.join(unknown)}.",
+                hint=f"Known keys: {', '.join(sorted(conf.DEFAULTS))}.",
+                id="oauth_connect.E002",
+            )
+        )
+    return [*messages, *_check_keys(), *_check_tenant(), *_check_providers()]
+
+
+def _check_keys() -> list[CheckMessage]:
+    keys = conf.get("ENCRYPTION_KEYS")
+    if not isinstance(keys, (list, tuple)) or not keys:
+        return [
+            Error(
+                'OAUTH_CONNECT["ENCRYPTION_KEYS"] must be a non-empty list of Fernet keys.',
+                hint=f"Generate one with: {KEYGEN}. Keep it secret, e.g. in an environment "
+                "variable.",
+                id="oauth_connect.E003",
+            )
+        ]
+    messages: list[CheckMessage] = []
+    for index, key in enumerate(keys):
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            messages.append(
+                Error(
+                    f'OAUTH_CONNECT["ENCRYPTION_KEYS"][{index}] is not a valid Fernet key '
+                    "(32 url-safe base64-encoded bytes).",
+                    hint=f"Generate one with: {KEYGEN}.",
+                    id="oauth_connect.E004",
+                )
+            )
+    return messages
+
+
+def _check_tenant() -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    label = conf.tenant_model_label()
+    try:
+        apps.get_model(label, require_ready=False)
+    except (ValueError, LookupError):
+        messages.append(
+            Error(
+                f"OAUTH_CONNECT_TENANT_MODEL = {label!r} is not an installed model.",
+                hint='Set it to "app_label.ModelName" of an installed model, or leave it unset '
+                "to use AUTH_USER_MODEL.",
+                id="oauth_connect.E005",
+            )
+        )
+    resolver = conf.get("TENANT_RESOLVER")
+    try:
+        import_string(resolver)
+    except ImportError:
+        messages.append(
+            Error(
+                f'OAUTH_CONNECT["TENANT_RESOLVER"] = {resolver!r} can\'t be imported.',
+                hint="Give the dotted path of a function f(request) -> tenant or None.",
+                id="oauth_connect.E006",
+            )
+        )
+    return messages
+
+
+def _check_providers() -> list[CheckMessage]:
+    from .providers import registry
+
+    configured = conf.get("PROVIDERS")
+    if not isinstance(configured, dict):
+        return [
+            Error(
+                'OAUTH_CONNECT["PROVIDERS"] must be a dict of provider id -> settings dict.',
+                id="oauth_connect.E007",
+            )
+        ]
+    messages: list[CheckMessage] = []
+    for provider_id, options in configured.items():
+        where = f'OAUTH_CONNECT["PROVIDERS"]["{provider_id}"]'
+        if not isinstance(options, dict):
+            messages.append(Error(f"{where} must be a dict.", id="oauth_connect.E007"))
+            continue
+        try:
+            provider = registry.get(provider_id)
+        except ConfigurationError as err:
+            messages.append(Error(str(err), id="oauth_connect.E008"))
+            continue
+        unknown = sorted(set(options) - set(provider.default_settings))
+        if unknown:
+            messages.append(
+                Error(
+                    f"{where} has unknown keys: {', '.join(unknown)}.",
+                    hint=f"{type(provider).__name__} understands: "
+                    f"{', '.join(sorted(provider.default_settings))}.",
+                    id="oauth_connect.E009",
+                )
+            )
+        missing = [key for key in provider.required_settings if not provider.settings.get(key)]
+        if missing:
+            messages.append(
+                Error(
+                    f"{where} is missing {', '.join(missing)}.",
+                    hint="Set the provider's endpoint URLs.",
+                    id="oauth_connect.E010",
+                )
+            )
+        has_client = provider.settings.get("CLIENT_ID") and provider.settings.get("CLIENT_SECRET")
+        if (
+            provider.needs_oauth_client()
+            and not has_client
+            and not provider.settings.get("TENANT_CREDENTIALS_ONLY")
+        ):
+            messages.append(
+                Error(
+                    f"{where} has no CLIENT_ID and CLIENT_SECRET.",
+                    hint="Set both (from the provider's developer settings), or set "
+                    "TENANT_CREDENTIALS_ONLY: True if every tenant brings its own client "
+                    "credentials.",
+                    id="oauth_connect.E011",
+                )
+            )
+        if provider.settings.get("CLIENT_AUTH", "body") not in ("body", "basic"):
+            messages.append(
+                Error(f'{where}["CLIENT_AUTH"] must be "body" or "basic".', id="oauth_connect.E012")
+            )
+    return messages
+
+
+@register(Tags.database)
+def check_database(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[Any]:
+    if not databases:
+        return []
+    messages = []
+    for alias in databases:
+        connection = connections[alias]
+        if connection.vendor == "sqlite":
+            messages.append(
+                Warning(
+                    f"Database {alias!r} is SQLite: token refreshes are single-flight within one "
+                    "process only.",
+                    hint="Fine for development and single-process deployments; use PostgreSQL "
+                    "(row locks) when several processes or hosts refresh tokens.",
+                    id="oauth_connect.W001",
+                )
+            )
+    return messages

@@ -1,0 +1,107 @@
+"""Every error oauth_connect raises, under one root: ``OAuthConnectError``.
+
+Messages are written for the person who meets them (what failed, for which connection, what to do)
+and never contain a secret: they are built from our own words and the provider's ``error`` fields,
+and :func:`oauth_connect._internal.redact.redact` scrubs any secret a provider echoes back.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import requests
+from django.core.exceptions import ImproperlyConfigured
+
+if TYPE_CHECKING:
+    from .models import Connection
+
+
+class OAuthConnectError(Exception):
+    """Root of every oauth_connect error. ``connection`` and ``provider`` say where it happened."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        connection: Connection | None = None,
+        provider: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        #: What went wrong, without naming the connection (that is what ``last_error`` stores).
+        self.detail = message
+        self.connection = connection
+        self.provider = provider or (connection.provider if connection is not None else None)
+
+    @property
+    def message(self) -> str:
+        """The full message: the connection it concerns (if any), then the detail."""
+        if self.connection is not None and self.connection.pk is not None:
+            return f"{self.connection}: {self.detail}"
+        return self.detail
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigurationError(OAuthConnectError, ImproperlyConfigured):
+    """A setting is missing or wrong; the message names the setting to fix."""
+
+
+class EncryptionKeyError(ConfigurationError):
+    """A stored secret can't be decrypted with any key in ``OAUTH_CONNECT["ENCRYPTION_KEYS"]``."""
+
+
+class ConnectionUnavailable(OAuthConnectError):
+    """The connection can't be used as it stands (disconnected): a person must reconnect it."""
+
+
+class UnsafeURLError(OAuthConnectError, ValueError):
+    """A request through ``connection.session()`` aimed at a host other than the provider's API,
+    which would hand that host the tenant's token."""
+
+
+class ProviderError(OAuthConnectError, requests.HTTPError):
+    """The provider failed or answered something we can't use. Transient unless a subclass says
+    otherwise: the connection keeps its tokens and is retried later.
+
+    ``status_code`` is the provider's HTTP status (None when no response arrived) and
+    ``error_code`` the OAuth2 ``error`` field when there was one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        connection: Connection | None = None,
+        provider: str | None = None,
+        status_code: int | None = None,
+        error_code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, connection=connection, provider=provider)
+        self.status_code = status_code
+        self.error_code = error_code
+        self.retry_after = retry_after
+
+
+class ProviderConfigurationError(ProviderError):
+    """The provider rejected our client credentials (``invalid_client``): an operator must fix the
+    client id/secret in settings or the tenant's client credentials. Not retried automatically."""
+
+
+class ReauthorizationRequired(ProviderError):
+    """The provider refused the refresh token or stored credentials (``invalid_grant``): a person
+    must reconnect. The connection's status is ``reauth_required``."""
+
+
+class AuthorizationError(OAuthConnectError):
+    """The authorization callback can't complete; the message is safe to show the user."""
+
+
+class InvalidState(AuthorizationError):
+    """The callback's ``state`` is missing, unknown, reused, expired, or bound to someone else."""
+
+
+class AccessDenied(AuthorizationError):
+    """The user (or the provider) declined the authorization."""

@@ -1,0 +1,74 @@
+"""``EncryptedTextField``: a text column that holds Fernet ciphertext and reads as plain text.
+
+Rows load with their ciphertext untouched; the value is decrypted the first time the attribute is
+read, then cached on the instance. So listing connections (admin, ``refresh_tokens``) costs no
+decryption and never fails because a key was removed, and a failure to decrypt can name the row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.db.models.query_utils import DeferredAttribute
+
+from . import crypto
+from .exceptions import EncryptionKeyError
+
+
+class Ciphertext(str):
+    """A value as stored: encrypted. Saving it back writes it unchanged."""
+
+    def __repr__(self) -> str:
+        return "<Ciphertext>"
+
+
+class _DecryptOnRead(DeferredAttribute):
+    # A data descriptor (it has __set__), so every read passes through __get__ and can decrypt.
+    def __get__(self, instance: Any, cls: Any = None) -> Any:
+        if instance is None:
+            return self
+        value = super().__get__(instance, cls)
+        if isinstance(value, Ciphertext):
+            value = self._decrypt(instance, value)
+            instance.__dict__[self.field.attname] = value
+        return value
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        instance.__dict__[self.field.attname] = value
+
+    def _decrypt(self, instance: Any, value: Ciphertext) -> str:
+        try:
+            return crypto.decrypt(value)
+        except crypto.UndecryptableValue as err:
+            model = type(instance)._meta.verbose_name
+            raise EncryptionKeyError(
+                f"Can't decrypt {self.field.name} of {model} #{instance.pk}: none of the keys in "
+                f"{crypto.KEYS_SETTING} matches. Put back the key it was encrypted with (keep it "
+                "after the current one), or reconnect this connection to store new secrets.",
+                connection=instance if hasattr(instance, "provider") else None,
+            ) from err
+
+
+class EncryptedTextField(models.TextField):
+    """Stores ``str`` encrypted with the first key of ``ENCRYPTION_KEYS``; empty stays empty."""
+
+    descriptor_class = _DecryptOnRead
+
+    def from_db_value(self, value: str | None, expression: Any, connection: Any) -> Any:
+        if not value:
+            return value
+        return Ciphertext(value)
+
+    def get_prep_value(self, value: Any) -> Any:
+        value = super().get_prep_value(value)
+        if not value or isinstance(value, Ciphertext):
+            return value
+        return crypto.encrypt(value)
+
+    def raw_value(self, instance: models.Model) -> str | None:
+        """What is stored for this field on ``instance`` without decrypting it."""
+        value = instance.__dict__.get(self.attname)
+        if isinstance(value, Ciphertext) or not value:
+            return value
+        return crypto.encrypt(value)

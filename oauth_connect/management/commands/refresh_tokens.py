@@ -1,0 +1,94 @@
+"""Refresh every connection that expires soon. Run it from cron, e.g. every 15 minutes."""
+
+from __future__ import annotations
+
+import json
+from argparse import ArgumentParser, ArgumentTypeError
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from ..._internal.durations import parse_duration
+from ...services.bulk import RefreshResult, refresh_due_connections
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise ArgumentTypeError(str(err)) from err
+
+
+class Command(BaseCommand):
+    help = "Refresh the tokens of every connection that expires within --within (default 1d)."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--within",
+            type=_duration,
+            default=timedelta(days=1),
+            help="Refresh tokens expiring within this (90s, 30m, 6h, 1d). Default: 1d.",
+        )
+        parser.add_argument(
+            "--provider",
+            action="append",
+            dest="providers",
+            metavar="ID",
+            help="Only this provider (repeat for several).",
+        )
+        parser.add_argument("--tenant", help="Only connections of the tenant with this pk.")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="List what is due; change nothing."
+        )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            help="Refresh this many connections at once (threads). Default: 1.",
+        )
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            dest="as_json",
+            help="Print one JSON document (for monitoring) instead of text.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["workers"] < 1:
+            raise CommandError("--workers must be 1 or more.")
+        as_json = options["as_json"]
+        per_line = not as_json and options["verbosity"] >= 1
+
+        def progress(result: RefreshResult) -> None:
+            if per_line:
+                self.stdout.write(self._line(result))
+
+        summary = refresh_due_connections(
+            options["within"],
+            providers=options["providers"],
+            tenant=options["tenant"],
+            workers=options["workers"],
+            dry_run=options["dry_run"],
+            on_result=progress,
+        )
+        report = summary.as_dict()
+        if as_json:
+            self.stdout.write(json.dumps({"dry_run": options["dry_run"], **report}, default=str))
+        else:
+            text = (
+                f"{report['due']} due, {report['refreshed']} refreshed, "
+                f"{report['skipped']} skipped, {report['failed']} failed"
+                + (" (dry run)" if options["dry_run"] else "")
+            )
+            style = self.style.ERROR if summary.failed else self.style.SUCCESS
+            self.stdout.write(style(text))
+        if summary.failed:
+            raise SystemExit(1)
+
+    def _line(self, result: RefreshResult) -> str:
+        label = f" ({result.label})" if result.label else ""
+        text = f"{result.provider}{label} #{result.connection_id}: {result.outcome}"
+        if result.error:
+            return self.style.ERROR(f"{text}: {result.error}")
+        return text

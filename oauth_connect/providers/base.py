@@ -1,0 +1,128 @@
+"""The provider contract: what every provider declares, and the hooks it may override."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from django.utils import timezone
+
+from ..exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from ..models import Connection
+    from .client import ProviderClient
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    """What a provider issued. ``refresh_token=None`` means "none sent: keep the one we have";
+    ``scopes=None`` means "not stated: keep what we know". Expiries are on our own clock."""
+
+    access_token: str = field(repr=False)
+    refresh_token: str | None = field(default=None, repr=False)
+    token_type: str = "Bearer"  # noqa: S105 - a scheme name, not a secret
+    scopes: list[str] | None = None
+    expires_at: datetime | None = None
+    refresh_expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class OAuthClient:
+    """An OAuth client id and secret; ``source`` says where they came from, for messages."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    source: str = "settings"
+
+
+def expiry_from_lifetime(seconds: Any) -> datetime | None:
+    """An absolute expiry from a lifetime in seconds, on our clock (providers' clocks drift)."""
+    try:
+        lifetime = float(seconds)
+    except (TypeError, ValueError):
+        return None
+    return timezone.now() + timedelta(seconds=lifetime)
+
+
+class Provider:
+    """Base class of every provider. Subclasses set the class attributes and implement
+    :meth:`refresh`; they are registered with :func:`oauth_connect.providers.registry.register`.
+
+    An instance is cheap and made per use from the settings in force, so settings overrides apply.
+    """
+
+    #: The provider id used in settings and URLs (``"apicbase"``).
+    id: ClassVar[str]
+    #: What users read ("Apicbase").
+    name: ClassVar[str]
+    #: Setting keys this provider understands, with their defaults. A key missing here is a typo.
+    default_settings: ClassVar[dict[str, Any]] = {
+        "NAME": None,
+        "API_URL": None,
+        "CLASS": None,
+    }
+    #: Setting keys a working configuration must set.
+    required_settings: ClassVar[tuple[str, ...]] = ("API_URL",)
+    #: The Authorization header scheme for API calls.
+    header_scheme: ClassVar[str] = "Bearer"
+    #: API statuses that mean "this access token is no longer accepted": refresh once and retry.
+    expired_token_statuses: ClassVar[frozenset[int]] = frozenset({401})
+    #: True when users connect through a redirect to the provider (OAuth2 authorization code).
+    uses_redirect: ClassVar[bool] = False
+
+    def __init__(self, provider_id: str, settings: Mapping[str, Any] | None = None) -> None:
+        self.provider_id = provider_id
+        self.settings = {**self.default_settings, **(settings or {})}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.provider_id!r}>"
+
+    @property
+    def display_name(self) -> str:
+        return self.settings.get("NAME") or getattr(self, "name", None) or self.provider_id
+
+    def setting(self, key: str) -> Any:
+        """A required setting, or a ``ConfigurationError`` naming where to set it."""
+        value = self.settings.get(key)
+        if value in (None, ""):
+            raise ConfigurationError(
+                f'Set OAUTH_CONNECT["PROVIDERS"]["{self.provider_id}"]["{key}"].',
+                provider=self.provider_id,
+            )
+        return value
+
+    def api_base_url(self, connection: Connection) -> str:
+        """The URL relative API paths resolve against (per connection where the API is)."""
+        return str(self.setting("API_URL"))
+
+    def authorization_header(self, access_token: str) -> str:
+        return f"{self.header_scheme} {access_token}"
+
+    def can_refresh(self, connection: Connection) -> bool:
+        """Whether :meth:`refresh` has what it needs (e.g. a refresh token)."""
+        return bool(connection.refresh_token)
+
+    def refresh(
+        self, client: ProviderClient, connection: Connection, oauth_client: OAuthClient | None
+    ) -> TokenSet:
+        """Get a fresh token set for ``connection``.
+
+        Raise :class:`~oauth_connect.exceptions.ReauthorizationRequired` when the provider refuses
+        the grant, another :class:`~oauth_connect.exceptions.ProviderError` for anything else.
+        Never store anything: the service layer does that, atomically.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement refresh()")
+
+    def revoke(
+        self, client: ProviderClient, connection: Connection, oauth_client: OAuthClient | None
+    ) -> bool:
+        """Tell the provider to revoke the connection's tokens. Return False when the provider
+        has no way to do that. Called on disconnect; a failure doesn't stop the disconnect."""
+        return False
+
+    def needs_oauth_client(self) -> bool:
+        """Whether this provider authenticates with an OAuth client id/secret."""
+        return False

@@ -1,0 +1,18 @@
+"""The service layer: everything views, commands and your code call to act on connections."""
+
+from .authorize import complete_authorization, start_authorization
+from .bulk import due_connections, refresh_due_connections
+from .disconnect import disconnect
+from .refresh import refresh_connection, refresh_rejected_token
+from .session import connection_session
+
+__all__ = [
+    "complete_authorization",
+    "connection_session",
+    "disconnect",
+    "due_connections",
+    "refresh_connection",
+    "refresh_due_connections",
+    "refresh_rejected_token",
+    "start_authorization",
+]

@@ -1,0 +1,237 @@
+"""The OAuth2 authorization-code flow: the redirect to the provider and the callback.
+
+Each redirect gets a fresh ``state`` stored in the user's Django session together with the
+tenant, provider, label and PKCE verifier it was made for. The callback pops it (so it is
+single-use, even when the callback fails), checks it, and only then exchanges the code.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from django.db import transaction
+from django.http import HttpRequest, QueryDict
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from .. import conf
+from .._internal.pkce import make_verifier, s256_challenge
+from ..exceptions import (
+    AccessDenied,
+    AuthorizationError,
+    ConfigurationError,
+    InvalidState,
+    ProviderError,
+)
+from ..models import Connection, ConnectionEvent
+from ..providers import registry
+from ..providers.client import ProviderClient
+from ..providers.oauth2 import OAuth2Provider
+from .credentials import oauth_client_for
+from .events import record_event
+
+SESSION_KEY = "oauth_connect_pending"
+# A user may start a few flows in parallel tabs; more than this and the oldest is dropped.
+MAX_PENDING = 5
+# No legitimate state or code is longer; longer values are rejected before any lookup.
+MAX_PARAM_LENGTH = 2048
+
+
+@dataclass
+class PendingAuthorization:
+    state: str
+    provider: str
+    tenant: str
+    label: str
+    code_verifier: str
+    redirect_uri: str
+    next_url: str
+    client_id: str
+    created: float
+
+
+@dataclass
+class AuthorizationResult:
+    connection: Connection
+    next_url: str
+
+
+def oauth2_provider(provider_id: str) -> OAuth2Provider:
+    provider = registry.get(provider_id)
+    if not isinstance(provider, OAuth2Provider):
+        raise ConfigurationError(
+            f"{provider.display_name} doesn't connect through an authorization redirect.",
+            provider=provider_id,
+        )
+    return provider
+
+
+def start_authorization(
+    request: HttpRequest, provider_id: str, tenant: Any, *, label: str = "", next_url: str = ""
+) -> str:
+    """Remember a new pending authorization in the session; return the provider URL to visit."""
+    provider = oauth2_provider(provider_id)
+    oauth_client = oauth_client_for(provider, tenant.pk)
+    assert oauth_client is not None  # noqa: S101 - OAuth2 providers always need one
+    redirect_uri = provider.settings.get("REDIRECT_URI") or request.build_absolute_uri(
+        reverse("oauth_connect:callback", kwargs={"provider": provider_id})
+    )
+    pending = PendingAuthorization(
+        state=secrets.token_urlsafe(32),
+        provider=provider_id,
+        tenant=str(tenant.pk),
+        label=label,
+        code_verifier=make_verifier(),
+        redirect_uri=redirect_uri,
+        next_url=next_url,
+        client_id=oauth_client.client_id,
+        created=time.time(),
+    )
+    stored = _live_pending(request)
+    stored[pending.state] = asdict(pending)
+    request.session[SESSION_KEY] = dict(list(stored.items())[-MAX_PENDING:])
+    return provider.authorization_url(
+        oauth_client=oauth_client,
+        redirect_uri=redirect_uri,
+        state=pending.state,
+        code_challenge=s256_challenge(pending.code_verifier),
+    )
+
+
+def complete_authorization(
+    request: HttpRequest, provider_id: str, tenant: Any, params: QueryDict
+) -> AuthorizationResult:
+    """Check the callback's state, exchange its code, and store the connection.
+
+    Raises an ``AuthorizationError`` (safe to show the user) and stores nothing when anything
+    is wrong.
+    """
+    pending = _pop_pending(request, _single(params, "state"))
+    if pending.provider != provider_id or pending.tenant != str(tenant.pk):
+        raise InvalidState(
+            _(
+                "This authorization was started for another account or service. Please start "
+                "again from the Connections page."
+            ),
+            provider=provider_id,
+        )
+    provider = oauth2_provider(provider_id)
+    error = _single(params, "error", required=False)
+    if error:
+        raise _denied(provider, error, _single(params, "error_description", required=False))
+    code = _single(params, "code")
+    oauth_client = oauth_client_for(provider, tenant.pk, issued_to=pending.client_id)
+    assert oauth_client is not None  # noqa: S101
+    try:
+        tokens = provider.exchange_code(
+            ProviderClient(provider_id),
+            code=code,
+            redirect_uri=pending.redirect_uri,
+            code_verifier=pending.code_verifier,
+            oauth_client=oauth_client,
+        )
+    except ProviderError as err:
+        raise AuthorizationError(
+            _("%(provider)s did not accept the authorization (%(reason)s). Please try again.")
+            % {"provider": provider.display_name, "reason": err.detail},
+            provider=provider_id,
+        ) from err
+    with transaction.atomic():
+        connection, _created = Connection.objects.select_for_update().get_or_create(
+            tenant=tenant, provider=provider_id, label=pending.label
+        )
+        connection.access_token = tokens.access_token
+        connection.refresh_token = tokens.refresh_token or ""
+        connection.token_type = tokens.token_type
+        connection.scopes = " ".join(tokens.scopes or [])
+        connection.client_id = oauth_client.client_id
+        connection.expires_at = tokens.expires_at
+        connection.refresh_expires_at = tokens.refresh_expires_at
+        connection.last_refreshed_at = timezone.now()
+        connection.status = Connection.Status.ACTIVE
+        connection.last_error = ""
+        connection.consecutive_failures = 0
+        connection.retry_not_before = None
+        connection.save()
+        record_event(
+            connection,
+            ConnectionEvent.Kind.CONNECTED,
+            f"Authorized with scopes: {connection.scopes or 'none stated'}.",
+        )
+    return AuthorizationResult(connection=connection, next_url=pending.next_url)
+
+
+def _live_pending(request: HttpRequest) -> dict[str, dict[str, Any]]:
+    stored = request.session.get(SESSION_KEY) or {}
+    oldest = time.time() - conf.state_ttl().total_seconds()
+    return {key: value for key, value in stored.items() if value.get("created", 0) >= oldest}
+
+
+def _pop_pending(request: HttpRequest, state: str) -> PendingAuthorization:
+    stored = dict(request.session.get(SESSION_KEY) or {})
+    raw = stored.pop(state, None)
+    request.session[SESSION_KEY] = stored
+    if raw is None:
+        raise InvalidState(
+            _(
+                "This authorization link is unknown or was already used. Please start again from "
+                "the Connections page."
+            )
+        )
+    pending = PendingAuthorization(**raw)
+    if time.time() - pending.created > conf.state_ttl().total_seconds():
+        raise InvalidState(
+            _(
+                "The authorization took too long and expired. Please start again from the "
+                "Connections page."
+            ),
+            provider=pending.provider,
+        )
+    return pending
+
+
+def _single(params: QueryDict, name: str, *, required: bool = True) -> str:
+    values = params.getlist(name)
+    if len(values) > 1:
+        raise AuthorizationError(
+            _("The authorization response carried %(name)s more than once. Please start again.")
+            % {"name": name}
+        )
+    value = values[0] if values else ""
+    if len(value) > MAX_PARAM_LENGTH or not value.isprintable():
+        raise AuthorizationError(
+            _("The authorization response carried a malformed %(name)s. Please start again.")
+            % {"name": name}
+        )
+    if required and not value:
+        if name == "state":
+            raise InvalidState(
+                _(
+                    "The authorization response had no state. Please start again from the "
+                    "Connections page."
+                )
+            )
+        raise AuthorizationError(
+            _("The authorization response had no %(name)s. Please start again.") % {"name": name}
+        )
+    return value
+
+
+def _denied(provider: OAuth2Provider, error: str, description: str) -> AuthorizationError:
+    name = provider.display_name
+    if error == "access_denied":
+        return AccessDenied(
+            _("Access to %(provider)s was declined, so nothing was connected.")
+            % {"provider": name},
+            provider=provider.provider_id,
+        )
+    detail = f"{error}: {description[:200]}" if description else error
+    return AuthorizationError(
+        _("%(provider)s reported an error (%(detail)s), so nothing was connected.")
+        % {"provider": name, "detail": detail[:300]},
+        provider=provider.provider_id,
+    )

@@ -1,0 +1,194 @@
+"""Refresh every due connection (what ``manage.py refresh_tokens`` runs).
+
+Rows are read in pages of primary keys, so memory stays flat however many connections there
+are, and handed to worker threads. Each worker refreshes under the row lock and re-checks that
+the connection is still due, so several runs at once (cron on several hosts) refresh each
+connection once between them.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connections
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from ..exceptions import OAuthConnectError
+from ..models import Connection
+from .refresh import _refresh
+
+PAGE_SIZE = 500
+logger = logging.getLogger("oauth_connect")
+
+
+@dataclass
+class RefreshResult:
+    """What happened to one connection."""
+
+    connection_id: int
+    provider: str
+    tenant_id: Any
+    label: str
+    # "refreshed", "skipped" (no longer due: another run got there first), "failed", "due" (dry run)
+    outcome: str
+    status: str
+    error: str = ""
+
+
+@dataclass
+class RefreshSummary:
+    results: list[RefreshResult] = field(default_factory=list)
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for result in self.results if result.outcome == outcome)
+
+    @property
+    def failed(self) -> int:
+        return self.count("failed")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "due": len(self.results),
+            "refreshed": self.count("refreshed"),
+            "skipped": self.count("skipped"),
+            "failed": self.failed,
+            "connections": [vars(result) for result in self.results],
+        }
+
+
+def due_connections(
+    within: timedelta,
+    *,
+    providers: list[str] | None = None,
+    tenant: Any = None,
+    now: datetime | None = None,
+) -> QuerySet[Connection]:
+    """Connections whose access token expires within ``within`` and that can be refreshed now
+    (not disconnected or awaiting reauthorization, not backing off after failures)."""
+    now = now or timezone.now()
+    queryset = Connection.objects.filter(
+        status__in=[Connection.Status.ACTIVE, Connection.Status.ERROR],
+        expires_at__lte=now + within,
+    ).filter(Q(retry_not_before__isnull=True) | Q(retry_not_before__lte=now))
+    if providers:
+        queryset = queryset.filter(provider__in=providers)
+    if tenant is not None:
+        queryset = queryset.filter(tenant=tenant)
+    return queryset
+
+
+def refresh_due_connections(
+    within: timedelta,
+    *,
+    providers: list[str] | None = None,
+    tenant: Any = None,
+    workers: int = 1,
+    dry_run: bool = False,
+    on_result: Callable[[RefreshResult], None] | None = None,
+) -> RefreshSummary:
+    """Refresh every due connection with ``workers`` threads; report each result to
+    ``on_result`` as it happens (from worker threads, one at a time)."""
+    now = timezone.now()
+    summary = RefreshSummary()
+    report_lock = threading.Lock()
+
+    def report(result: RefreshResult) -> None:
+        with report_lock:
+            summary.results.append(result)
+            if on_result is not None:
+                on_result(result)
+
+    pks = _pages(due_connections(within, providers=providers, tenant=tenant, now=now))
+    if dry_run:
+        for pk in pks:
+            connection = Connection.objects.get(pk=pk)
+            report(_result(connection, "due"))
+        return summary
+
+    def refresh_one(pk: int) -> None:
+        try:
+            result = _refresh_if_due(pk, within)
+        except Exception as err:
+            # One broken row must not stop the run or kill a worker thread.
+            logger.exception(
+                "Refreshing connection #%s failed unexpectedly", pk, extra={"connection_id": pk}
+            )
+            result = _result(Connection(pk=pk), "failed", f"Unexpected {type(err).__name__}.")
+        report(result)
+
+    _run_in_threads(pks, refresh_one, workers)
+    return summary
+
+
+def _refresh_if_due(pk: int, within: timedelta) -> RefreshResult:
+    connection = Connection(pk=pk)
+    try:
+        refreshed = _refresh(connection, lambda current: _is_due(current, within))
+    except OAuthConnectError as err:
+        return _result(connection, "failed", err.detail)
+    return _result(connection, "refreshed" if refreshed else "skipped")
+
+
+def _is_due(current: Connection, within: timedelta) -> bool:
+    now = timezone.now()
+    backing_off = current.retry_not_before is not None and current.retry_not_before > now
+    return current.expires_within(within, now) and not backing_off
+
+
+def _result(connection: Connection, outcome: str, error: str = "") -> RefreshResult:
+    return RefreshResult(
+        connection_id=connection.pk,
+        provider=connection.__dict__.get("provider", ""),
+        tenant_id=connection.__dict__.get("tenant_id"),
+        label=connection.__dict__.get("label", ""),
+        outcome=outcome,
+        status=connection.__dict__.get("status", ""),
+        error=error,
+    )
+
+
+def _pages(queryset: QuerySet[Connection]) -> Iterator[int]:
+    # Keyset pagination over primary keys: bounded memory, and no cursor held open while
+    # workers write (SQLite would block them).
+    last = 0
+    while True:
+        page = list(
+            queryset.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[:PAGE_SIZE]
+        )
+        yield from page
+        if len(page) < PAGE_SIZE:
+            return
+        last = page[-1]
+
+
+def _run_in_threads(items: Iterator[int], work: Callable[[int], None], workers: int) -> None:
+    if workers <= 1:
+        for item in items:
+            work(item)
+        return
+    todo: queue.Queue[int | None] = queue.Queue(maxsize=workers * 4)
+
+    def worker() -> None:
+        try:
+            while (item := todo.get()) is not None:
+                work(item)
+        finally:
+            # Each thread has its own database connection; close it, or it leaks per run.
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for item in items:
+        todo.put(item)
+    for _ in threads:
+        todo.put(None)
+    for thread in threads:
+        thread.join()

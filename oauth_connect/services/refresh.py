@@ -1,0 +1,241 @@
+"""Refresh a connection's tokens with exactly one call to the provider, however many threads,
+processes or hosts find the same expired token at once.
+
+How: the refresh runs while holding the connection's database row lock (``SELECT ... FOR
+UPDATE``), and re-checks under the lock whether it is still needed. The first worker refreshes
+and commits the rotated tokens; the others wait on the lock, then find fresh tokens and use them.
+A worker killed mid-refresh loses its database connection, so the lock is released and the next
+worker proceeds. On databases without row locks (SQLite) a per-process lock serialises threads,
+which makes SQLite correct for one server process; see the README's "Databases" section.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+from django.db import connections, router, transaction
+from django.utils import timezone
+
+from .. import conf
+from ..exceptions import (
+    ConnectionUnavailable,
+    OAuthConnectError,
+    ProviderError,
+    ReauthorizationRequired,
+)
+from ..models import Connection, ConnectionEvent
+from ..providers.base import TokenSet
+from ..providers.client import ProviderClient
+from .credentials import oauth_client_for
+from .events import record_event
+
+Status = Connection.Status
+Kind = ConnectionEvent.Kind
+
+
+def refresh_connection(
+    connection: Connection, force: bool = False, *, due_within: timedelta | None = None
+) -> bool:
+    """Refresh ``connection`` if its access token expires within ``due_within`` (default: the
+    ``REFRESH_LEEWAY`` setting), or always with ``force=True``.
+
+    Returns True when this call got new tokens, False when none were needed (not due, or another
+    worker just refreshed). Either way ``connection`` is updated in place with the stored state.
+    Raises ``ReauthorizationRequired`` when the provider refuses the grant and ``ProviderError``
+    for any other provider failure; the connection's status records which.
+    """
+    within = conf.refresh_leeway() if due_within is None else due_within
+    return _refresh(connection, lambda current: force or current.expires_within(within))
+
+
+def refresh_rejected_token(connection: Connection, rejected_access_token: str) -> bool:
+    """Refresh after the API rejected ``rejected_access_token`` (a 401), unless another worker
+    has already replaced it, in which case ``connection`` just picks up the new token."""
+    return _refresh(connection, lambda current: current.access_token == rejected_access_token)
+
+
+# Single flight --------------------------------------------------------------------------------
+
+
+class _ProcessLock:
+    __slots__ = ("lock", "__weakref__")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+_process_locks: weakref.WeakValueDictionary[tuple[str, int], _ProcessLock] = (
+    weakref.WeakValueDictionary()
+)
+_process_locks_guard = threading.Lock()
+
+
+def _process_lock(key: tuple[str, int]) -> _ProcessLock:
+    with _process_locks_guard:
+        lock = _process_locks.get(key)
+        if lock is None:
+            lock = _process_locks[key] = _ProcessLock()
+        return lock
+
+
+@contextmanager
+def locked_connection(pk: int) -> Iterator[Connection]:
+    """The connection's current row, locked against other refreshes until the block ends."""
+    alias = router.db_for_write(Connection)
+    holder = _process_lock((alias, pk))  # keep a strong reference while we hold the lock
+    with holder.lock:
+        if connections[alias].features.has_select_for_update:
+            with transaction.atomic(using=alias):
+                yield _load(Connection.objects.using(alias).select_for_update(), pk)
+        else:
+            # No row locks (SQLite): the process lock serialises us, and no transaction stays
+            # open across the provider call, so an auth server sharing the database file can
+            # write meanwhile. Writes below use their own short transactions.
+            yield _load(Connection.objects.using(alias), pk)
+
+
+def _load(queryset: Any, pk: int) -> Connection:
+    try:
+        return queryset.get(pk=pk)
+    except Connection.DoesNotExist as err:
+        raise ConnectionUnavailable(f"Connection #{pk} no longer exists.") from err
+
+
+def _refresh(connection: Connection, should_refresh: Callable[[Connection], bool]) -> bool:
+    failure: OAuthConnectError | None = None
+    refreshed = False
+    with locked_connection(connection.pk) as current:
+        try:
+            refreshed = _refresh_locked(current, should_refresh)
+        except ReauthorizationRequired as err:
+            _mark_reauth_required(current, err)
+            failure = err
+        except ProviderError as err:
+            _mark_failed(current, err)
+            failure = err
+    _copy_state(current, connection)
+    if failure is not None:
+        raise failure
+    return refreshed
+
+
+def _refresh_locked(current: Connection, should_refresh: Callable[[Connection], bool]) -> bool:
+    if current.status == Status.DISCONNECTED:
+        raise ConnectionUnavailable(
+            "It is disconnected. Connect it again from the Connections page.",
+            connection=current,
+        )
+    if current.status == Status.REAUTH_REQUIRED:
+        # Deliberately not re-marked: the provider already refused this grant.
+        raise _ReauthAlreadyRequired(current)
+    if not should_refresh(current):
+        return False
+    provider = current.get_provider()
+    if not provider.can_refresh(current):
+        raise ReauthorizationRequired(
+            f"The access token has expired and {provider.display_name} issued no refresh token. "
+            "Someone must reconnect.",
+            connection=current,
+        )
+    client = ProviderClient(provider.provider_id, connection=current)
+    oauth_client = oauth_client_for(provider, current.tenant_id, issued_to=current.client_id)
+    try:
+        tokens = provider.refresh(client, current, oauth_client)
+    except ReauthorizationRequired:
+        if _rotated_elsewhere(current):
+            return False
+        raise
+    _store_refreshed(current, tokens)
+    return True
+
+
+class _ReauthAlreadyRequired(ReauthorizationRequired):
+    def __init__(self, connection: Connection) -> None:
+        super().__init__(needs_reauth_message(connection), connection=connection)
+
+
+def needs_reauth_message(connection: Connection) -> str:
+    reason = f" ({connection.last_error})" if connection.last_error else ""
+    return f"It needs reauthorization{reason}: someone must reconnect it."
+
+
+def _rotated_elsewhere(current: Connection) -> bool:
+    """Before declaring the grant dead, re-read the row: a worker that doesn't take our lock
+    (another deployment, a script) may have just rotated the refresh token. If so, adopt its
+    tokens instead."""
+    latest = Connection.objects.using(current._state.db).get(pk=current.pk)
+    if latest.refresh_token == current.refresh_token or latest.status != Status.ACTIVE:
+        return False
+    _copy_state(latest, current)
+    return True
+
+
+# State changes --------------------------------------------------------------------------------
+
+
+def _store_refreshed(current: Connection, tokens: TokenSet) -> None:
+    now = timezone.now()
+    recovered = current.consecutive_failures > 0 or current.status == Status.ERROR
+    current.access_token = tokens.access_token
+    if tokens.refresh_token is not None:
+        # A rotating provider has just invalidated the old refresh token: it must be replaced
+        # in the same transaction as the access token.
+        current.refresh_token = tokens.refresh_token
+    if tokens.scopes is not None:
+        current.scopes = " ".join(tokens.scopes)
+    current.token_type = tokens.token_type
+    current.expires_at = tokens.expires_at
+    if tokens.refresh_expires_at is not None:
+        current.refresh_expires_at = tokens.refresh_expires_at
+    current.last_refreshed_at = now
+    current.status = Status.ACTIVE
+    current.last_error = ""
+    current.consecutive_failures = 0
+    current.retry_not_before = None
+    with transaction.atomic(using=current._state.db):
+        current.save()
+        record_event(current, Kind.REFRESHED)
+        if recovered:
+            record_event(current, Kind.RECOVERED, "Refreshed after earlier failures.")
+
+
+def _mark_failed(current: Connection, err: ProviderError) -> None:
+    current.consecutive_failures += 1
+    delay = conf.retry_delay(current.consecutive_failures)
+    if err.retry_after is not None:
+        # Honour the provider's Retry-After, but never park a connection longer than the cap.
+        delay = max(delay, min(timedelta(seconds=err.retry_after), conf.max_retry_delay()))
+    current.status = Status.ERROR
+    current.last_error = err.detail
+    current.retry_not_before = timezone.now() + delay
+    _save_status(current, "consecutive_failures")
+    record_event(current, Kind.REFRESH_FAILED, err.detail, error=err)
+
+
+def _mark_reauth_required(current: Connection, err: ReauthorizationRequired) -> None:
+    if isinstance(err, _ReauthAlreadyRequired):
+        return
+    current.status = Status.REAUTH_REQUIRED
+    current.last_error = err.detail
+    current.retry_not_before = None
+    _save_status(current)
+    record_event(current, Kind.REAUTH_REQUIRED, err.detail, error=err)
+
+
+def _save_status(current: Connection, *extra_fields: str) -> None:
+    # Only status columns: the tokens we hold stay exactly as stored.
+    fields = ["status", "last_error", "retry_not_before", "updated_at", *extra_fields]
+    current.save(update_fields=fields)
+
+
+def _copy_state(source: Connection, target: Connection) -> None:
+    if source is target:
+        return
+    for field in Connection._meta.concrete_fields:
+        if field.attname in source.__dict__:
+            target.__dict__[field.attname] = source.__dict__[field.attname]

@@ -1,0 +1,95 @@
+"""``connection.session()``: a ``requests.Session`` that authenticates as a connection.
+
+Per request it costs one datetime comparison while the token is valid: no database query, no
+decryption (the token is decrypted once, when the session is made). It refreshes before sending
+when the token is about to expire, and on an "expired token" answer (401, or whatever the
+provider declares) refreshes once and retries once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from django.utils import timezone
+
+from .. import conf
+from .._internal.http import TimeoutSession
+from ..exceptions import ConnectionUnavailable, ReauthorizationRequired, UnsafeURLError
+from ..models import Connection
+from .refresh import needs_reauth_message, refresh_connection, refresh_rejected_token
+
+
+def connection_session(
+    connection: Connection, *, timeout: float | None = None
+) -> ConnectionSession:
+    """A session for ``connection``; raises at once if it can't be used as it stands."""
+    if connection.status == Connection.Status.DISCONNECTED:
+        raise ConnectionUnavailable(
+            "It is disconnected. Connect it again from the Connections page.",
+            connection=connection,
+        )
+    if connection.status == Connection.Status.REAUTH_REQUIRED:
+        raise ReauthorizationRequired(needs_reauth_message(connection), connection=connection)
+    return ConnectionSession(connection, timeout=timeout)
+
+
+class ConnectionSession(TimeoutSession):
+    """Relative URLs (with or without a leading slash) are appended to the provider's API URL.
+    Absolute URLs must point at the API's own scheme, host and port: the token is never sent
+    anywhere else. One session per thread, as with any ``requests.Session``. A request body
+    that is a stream can't be resent, so a request with one is not retried after a 401."""
+
+    def __init__(self, connection: Connection, *, timeout: float | None = None) -> None:
+        super().__init__(timeout)
+        self.connection = connection
+        self.provider = connection.get_provider()
+        base = self.provider.api_base_url(connection)
+        self.base_url = base if base.endswith("/") else base + "/"
+        self._origin = _origin(self.base_url)
+        self._leeway = conf.refresh_leeway()
+        self._use_stored_token()
+
+    def __repr__(self) -> str:
+        return f"<ConnectionSession for {self.connection!r}>"
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        url = self._resolve(url if isinstance(url, str) else url.decode())
+        if self._refresh_at is not None and timezone.now() >= self._refresh_at:
+            refresh_connection(self.connection, due_within=self._leeway)
+            self._use_stored_token()
+        response = super().request(method, url, *args, **kwargs)
+        if response.status_code in self.provider.expired_token_statuses and _resendable(kwargs):
+            refresh_rejected_token(self.connection, self._access_token)
+            self._use_stored_token()
+            response.close()
+            response = super().request(method, url, *args, **kwargs)
+        return response
+
+    def _use_stored_token(self) -> None:
+        self._access_token = self.connection.access_token
+        expires_at: datetime | None = self.connection.expires_at
+        self._refresh_at = expires_at - self._leeway if expires_at is not None else None
+        self.headers["Authorization"] = self.provider.authorization_header(self._access_token)
+
+    def _resolve(self, url: str) -> str:
+        if not urlsplit(url).scheme:
+            return urljoin(self.base_url, url.lstrip("/"))
+        if _origin(url) != self._origin:
+            raise UnsafeURLError(
+                f"It only sends its token to {self._origin}; refusing "
+                f"{_origin(url)}. Use a plain requests session for other hosts.",
+                connection=self.connection,
+            )
+        return url
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _resendable(kwargs: dict[str, Any]) -> bool:
+    body = kwargs.get("data")
+    return body is None or isinstance(body, (str, bytes, dict, list, tuple))

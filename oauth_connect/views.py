@@ -1,0 +1,134 @@
+"""The tenant-facing pages. Thin: resolve the tenant, call a service, redirect with a message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, redirect
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.views.generic import TemplateView, View
+
+from . import conf, services
+from .exceptions import AuthorizationError, ConfigurationError
+from .forms import ConnectForm
+from .models import Connection
+from .providers import registry
+from .providers.base import Provider
+from .tenants import resolve_tenant
+
+
+class TenantViewMixin:
+    """Resolves ``self.tenant``; anonymous users go to the login page."""
+
+    tenant: Any
+    request: HttpRequest
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        self.tenant = resolve_tenant(request)
+        if self.tenant is None:
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            raise PermissionDenied(_("Your account doesn't belong to any organisation yet."))
+        return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+
+    def get_provider(self, provider_id: str) -> Provider:
+        if not registry.is_configured(provider_id):
+            raise Http404(_("No such service."))
+        return registry.get(provider_id)
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)  # type: ignore[misc]
+        context["oauth_connect_base_template"] = conf.get("BASE_TEMPLATE")
+        context["tenant"] = self.tenant
+        return context
+
+    def safe_next(self, url: str) -> str:
+        allowed = url_has_allowed_host_and_scheme(
+            url, allowed_hosts={self.request.get_host()}, require_https=self.request.is_secure()
+        )
+        return url if url and allowed else ""
+
+
+class ConnectionListView(TenantViewMixin, TemplateView):
+    template_name = "oauth_connect/connection_list.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        connections = Connection.objects.filter(tenant=self.tenant)
+        by_provider: dict[str, list[Connection]] = {}
+        for connection in connections:
+            by_provider.setdefault(connection.provider, []).append(connection)
+        context["providers"] = [
+            {"provider": provider, "connections": by_provider.get(provider.provider_id, [])}
+            for provider in registry.configured()
+        ]
+        return context
+
+
+class ConnectView(TenantViewMixin, TemplateView):
+    """GET: what will be connected. POST: start the flow (redirect to the provider)."""
+
+    template_name = "oauth_connect/connect.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["provider"] = self.get_provider(self.kwargs["provider"])
+        context.setdefault(
+            "form",
+            ConnectForm(initial={"next": self.safe_next(self.request.GET.get("next", ""))}),
+        )
+        return context
+
+    def post(self, request: HttpRequest, provider: str) -> HttpResponse:
+        self.get_provider(provider)
+        form = ConnectForm(request.POST)
+        if not form.is_valid():
+            return self.render_to_response(self.get_context_data(form=form))
+        try:
+            url = services.start_authorization(
+                request,
+                provider,
+                self.tenant,
+                label=form.cleaned_data["label"],
+                next_url=self.safe_next(form.cleaned_data["next"]),
+            )
+        except ConfigurationError as err:
+            messages.error(request, _("This service can't be connected right now: %s") % err)
+            return redirect("oauth_connect:list")
+        return HttpResponseRedirect(url)
+
+
+class CallbackView(TenantViewMixin, View):
+    def get(self, request: HttpRequest, provider: str) -> HttpResponse:
+        provider_obj = self.get_provider(provider)
+        try:
+            result = services.complete_authorization(request, provider, self.tenant, request.GET)
+        except AuthorizationError as err:
+            messages.error(request, str(err))
+            return redirect("oauth_connect:list")
+        messages.success(
+            request, _("%(provider)s is connected.") % {"provider": provider_obj.display_name}
+        )
+        return HttpResponseRedirect(
+            self.safe_next(result.next_url) or reverse("oauth_connect:list")
+        )
+
+
+class DisconnectView(TenantViewMixin, View):
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        connection = get_object_or_404(Connection, pk=pk, tenant=self.tenant)
+        services.disconnect(connection)
+        messages.success(
+            request,
+            _("%(connection)s is disconnected.")
+            % {"connection": connection.get_provider().display_name},
+        )
+        return redirect("oauth_connect:list")
