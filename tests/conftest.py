@@ -1,0 +1,144 @@
+"""Shared fixtures. Unit tests talk to a fake provider at https://*.apicbase.test through
+``responses``; end-to-end tests (tests/e2e/) point the providers at a live sandbox instead."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from typing import Any
+
+import pytest
+import responses as responses_lib
+import time_machine
+from cryptography.fernet import Fernet
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from example_project.tenants.models import Organisation
+from oauth_connect.models import Connection
+
+KEY = Fernet.generate_key().decode()
+OLD_KEY = Fernet.generate_key().decode()
+
+AUTHORIZE_URL = "https://app.apicbase.test/oauth/authorize/"
+TOKEN_URL = "https://api.apicbase.test/oauth/token/"
+REVOKE_URL = "https://api.apicbase.test/oauth/revoke/"
+API_URL = "https://api.apicbase.test/api/v1/"
+CLIENT_ID = "settings-client-id"
+CLIENT_SECRET = "settings-client-secret-value"
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=dt_timezone.utc)
+
+
+def apicbase_settings(**overrides: Any) -> dict[str, Any]:
+    return {
+        "AUTHORIZE_URL": AUTHORIZE_URL,
+        "TOKEN_URL": TOKEN_URL,
+        "REVOKE_URL": REVOKE_URL,
+        "API_URL": API_URL,
+        "CLIENT_ID": CLIENT_ID,
+        "CLIENT_SECRET": CLIENT_SECRET,
+        **overrides,
+    }
+
+
+def oauth_connect_settings(**overrides: Any) -> dict[str, Any]:
+    return {
+        "ENCRYPTION_KEYS": [KEY],
+        "TENANT_RESOLVER": "example_project.tenants.resolvers.current_organisation",
+        "PROVIDERS": {"apicbase": apicbase_settings()},
+        **overrides,
+    }
+
+
+def postgres_configured() -> bool:
+    return os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
+
+
+requires_postgres = pytest.mark.skipif(
+    not postgres_configured(),
+    reason="needs PostgreSQL: set DATABASE_URL=postgres://postgres@127.0.0.1:5432/test",
+)
+
+
+@pytest.fixture(autouse=True)
+def oauth_settings(settings: Any) -> Any:
+    """Every test starts from the fake-provider configuration; tests change it freely."""
+    settings.OAUTH_CONNECT = oauth_connect_settings()
+    # Password hashing is deliberately slow; tests log users in often.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    return settings
+
+
+@pytest.fixture
+def http_mock() -> Iterator[responses_lib.RequestsMock]:
+    """``responses`` for HTTP edge cases; every registered response must be used."""
+    with responses_lib.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        yield mock
+
+
+@pytest.fixture
+def frozen_now() -> Iterator[datetime]:
+    """The clock stands still at NOW (no sleeping: move it with ``time_machine``)."""
+    with time_machine.travel(NOW, tick=False):
+        yield NOW
+
+
+@pytest.fixture
+def user(db: None) -> Any:
+    return get_user_model().objects.create_user("alice", password="pw")
+
+
+@pytest.fixture
+def organisation(user: Any) -> Organisation:
+    organisation = Organisation.objects.create(name="Alice's Kitchen")
+    organisation.members.add(user)
+    return organisation
+
+
+@pytest.fixture
+def other_organisation(db: None) -> Organisation:
+    other = get_user_model().objects.create_user("mallory", password="pw")
+    organisation = Organisation.objects.create(name="Mallory's Diner")
+    organisation.members.add(other)
+    return organisation
+
+
+@pytest.fixture
+def make_connection(organisation: Organisation) -> Callable[..., Connection]:
+    """Create a stored connection; by default an active Apicbase one valid for an hour."""
+
+    def make(**fields: Any) -> Connection:
+        values: dict[str, Any] = {
+            "tenant": organisation,
+            "provider": "apicbase",
+            "access_token": "access-token-1",
+            "refresh_token": "refresh-token-1",
+            "scopes": "accounts library",
+            "client_id": CLIENT_ID,
+            "expires_at": timezone.now() + timedelta(hours=1),
+            **fields,
+        }
+        connection = Connection.objects.create(**values)
+        return Connection.objects.get(pk=connection.pk)  # as loaded from the database
+
+    return make
+
+
+@pytest.fixture
+def logged_in_client(client: Any, user: Any, organisation: Organisation) -> Any:
+    client.force_login(user)
+    return client
+
+
+def token_body(n: int = 2, **extra: Any) -> dict[str, Any]:
+    """A token endpoint answer issuing access-token-N / refresh-token-N for an hour."""
+    return {
+        "access_token": f"access-token-{n}",
+        "refresh_token": f"refresh-token-{n}",
+        "token_type": "Bearer",
+        "expires_in": 3600,
+        "scope": "accounts library",
+        **extra,
+    }

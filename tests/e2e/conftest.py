@@ -1,0 +1,215 @@
+"""End-to-end fixtures: the example project's django-oauth-toolkit sandbox, served by a live
+server, stands in for Apicbase; a ``requests.Session`` stands in for the person's browser.
+
+Everything goes over real HTTP: the browser to our pages and to the sandbox's consent page, and
+``oauth_connect`` to the sandbox's token, revocation and API endpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+from django.db.models import QuerySet
+from django.utils import timezone
+from oauth2_provider.models import AccessToken, Application, RefreshToken
+
+from example_project.sandbox.setup import register_sandbox_clients
+from oauth_connect.models import Connection
+from tests.conftest import oauth_connect_settings
+
+# The client ids and secrets example_project/settings.py registers at the sandbox.
+CLIENTS = {
+    "apicbase": ("sandbox-apicbase-client", "sandbox-apicbase-secret"),
+    "acme": ("sandbox-acme-client", "sandbox-acme-secret"),
+}
+# Shorter than the sandbox's week-long default, so expiry is a small clock move; longer than
+# oauth_connect's REFRESH_LEEWAY (300 s), so a fresh token is not due at once.
+TOKEN_LIFETIME = 3600
+PASSWORD = "pw"  # what tests/conftest.py's users log in with
+
+
+class _FormInputs(HTMLParser):
+    """The hidden inputs of the first ``<form>`` on a page, as a browser would submit them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: dict[str, str] = {}
+        self._forms_seen = 0
+        self._in_form = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "form":
+            self._forms_seen += 1
+            self._in_form = self._forms_seen == 1
+        elif tag == "input" and self._in_form:
+            values = dict(attrs)
+            if values.get("type") == "hidden" and values.get("name"):
+                self.fields[values["name"] or ""] = values.get("value") or ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._in_form = False
+
+
+def hidden_inputs(html: str) -> dict[str, str]:
+    parser = _FormInputs()
+    parser.feed(html)
+    return parser.fields
+
+
+@dataclass
+class Sandbox:
+    """The live sandbox authorization server and the ways a person and a test poke at it."""
+
+    url: str
+    applications: dict[str, Application] = field(default_factory=dict)
+
+    def absolute(self, path: str) -> str:
+        return self.url + path
+
+    # The person's side ---------------------------------------------------------------------
+
+    def login(self, username: str, password: str = PASSWORD) -> requests.Session:
+        """A browser session logged in through the login form, CSRF cookie and all."""
+        browser = requests.Session()
+        page = browser.get(self.absolute("/accounts/login/"))
+        page.raise_for_status()
+        response = browser.post(
+            self.absolute("/accounts/login/"),
+            data={
+                "csrfmiddlewaretoken": browser.cookies["csrftoken"],
+                "username": username,
+                "password": password,
+            },
+        )
+        response.raise_for_status()
+        assert urlsplit(response.url).path == "/connections/", f"{username} could not log in"
+        return browser
+
+    def post(self, browser: requests.Session, path: str, **data: str) -> requests.Response:
+        """Submit one of our forms, with the CSRF token Django set in the cookie."""
+        return browser.post(
+            self.absolute(path), data={"csrfmiddlewaretoken": browser.cookies["csrftoken"], **data}
+        )
+
+    def consent_page(
+        self, browser: requests.Session, provider: str, label: str = ""
+    ) -> requests.Response:
+        """Submit the connect form and land on the sandbox's consent page."""
+        response = self.post(browser, f"/connections/{provider}/connect/", label=label)
+        response.raise_for_status()
+        assert urlsplit(response.url).path == "/sandbox/o/authorize/", response.text[:500]
+        assert 'name="allow"' in response.text, "no consent form: " + response.text[:500]
+        return response
+
+    def connect(
+        self, browser: requests.Session, provider: str, label: str = "", *, allow: bool = True
+    ) -> requests.Response:
+        """The whole authorization flow, like a person: connect form, consent page, Authorize
+        (or Cancel), back to our callback. Returns the page the callback finally redirects to.
+        """
+        consent = self.consent_page(browser, provider, label)
+        fields = hidden_inputs(consent.text)
+        if allow:
+            fields["allow"] = "Authorize"
+        response = browser.post(consent.url, data=fields)
+        response.raise_for_status()
+        self.callback_params(response, provider)  # fails unless the sandbox sent us back
+        return response
+
+    def callback_params(self, response: requests.Response, provider: str) -> dict[str, list[str]]:
+        """The query the sandbox sent to our callback during ``connect``."""
+        for hop in response.history:
+            parts = urlsplit(hop.url)
+            if parts.path == f"/connections/{provider}/callback/":
+                return parse_qs(parts.query)
+        visited = [hop.url for hop in response.history]
+        raise AssertionError(f"the {provider} callback was never visited: {visited}")
+
+    # The authorization server's side -------------------------------------------------------
+
+    def access_tokens(self, provider: str) -> QuerySet[AccessToken]:
+        return AccessToken.objects.filter(application=self.applications[provider])
+
+    def refresh_tokens(self, provider: str) -> QuerySet[RefreshToken]:
+        return RefreshToken.objects.filter(application=self.applications[provider])
+
+    def mark(self, provider: str) -> int:
+        """A point to count token responses from: see :meth:`issued_since`."""
+        return max(self.refresh_tokens(provider).values_list("pk", flat=True), default=0)
+
+    def issued_since(self, provider: str, mark: int) -> int:
+        """How many token sets the sandbox issued after ``mark``. Counted in refresh tokens: each
+        code exchange or refresh creates one, and a revoked one is kept (marked revoked), whereas
+        rotation deletes the access token it replaces."""
+        return self.refresh_tokens(provider).filter(pk__gt=mark).count()
+
+    def newest_refresh_token(self, provider: str) -> RefreshToken:
+        return self.refresh_tokens(provider).order_by("-created", "-pk")[0]
+
+    def expire(self, connection: Connection) -> None:
+        """Make the access token expired on both sides: in our row and at the sandbox."""
+        past = timezone.now() - timedelta(minutes=1)
+        AccessToken.objects.filter(token=connection.access_token).update(expires=past)
+        Connection.objects.filter(pk=connection.pk).update(expires_at=past)
+        connection.refresh_from_db()
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings: Any) -> None:
+    # Every test logs someone in over HTTP; the default hasher would cost seconds per test.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def sandbox(live_server: Any, settings: Any, oauth_settings: Any) -> Sandbox:
+    """Point the "apicbase" and "acme" providers at the sandbox on the live server, as
+    example_project/settings.py does for runserver, and register their OAuth clients there."""
+    url = live_server.url
+    common = {
+        "AUTHORIZE_URL": f"{url}/sandbox/o/authorize/",
+        "TOKEN_URL": f"{url}/sandbox/o/token/",
+        "REVOKE_URL": f"{url}/sandbox/o/revoke_token/",
+        "API_URL": f"{url}/sandbox/api/v1/",
+    }
+    apicbase_id, apicbase_secret = CLIENTS["apicbase"]
+    acme_id, acme_secret = CLIENTS["acme"]
+    settings.OAUTH_CONNECT = oauth_connect_settings(
+        PROVIDERS={
+            "apicbase": {**common, "CLIENT_ID": apicbase_id, "CLIENT_SECRET": apicbase_secret},
+            "acme": {
+                **common,
+                "NAME": "Acme (generic OAuth2)",
+                "CLIENT_ID": acme_id,
+                "CLIENT_SECRET": acme_secret,
+                "CLIENT_AUTH": "basic",
+                "SCOPES": ["accounts"],
+            },
+        }
+    )
+    # django-oauth-toolkit reloads its oauth2_settings on the setting_changed signal.
+    settings.OAUTH2_PROVIDER = {
+        **settings.OAUTH2_PROVIDER,
+        "ACCESS_TOKEN_EXPIRE_SECONDS": TOKEN_LIFETIME,
+    }
+    applications = register_sandbox_clients(url)
+    by_client = {application.client_id: application for application in applications}
+    return Sandbox(
+        url=url,
+        applications={provider: by_client[client_id] for provider, (client_id, _) in CLIENTS.items()},
+    )
+
+
+@pytest.fixture
+def browser(sandbox: Sandbox, user: Any, organisation: Any) -> Iterator[requests.Session]:
+    """The organisation's member, logged in to the live server."""
+    session = sandbox.login(user.get_username())
+    yield session
+    session.close()

@@ -1,0 +1,272 @@
+"""The whole life of a connection against a real authorization server: django-oauth-toolkit
+(the example project's sandbox) on a live server, driven over HTTP like a browser would."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+from unittest import mock
+
+import pytest
+import requests
+import time_machine
+from django.db import connection as db_connection
+from django.utils import timezone
+from oauth2_provider.models import AccessToken, RefreshToken
+from requests.adapters import HTTPAdapter
+
+from oauth_connect.exceptions import ReauthorizationRequired
+from oauth_connect.models import Connection, ConnectionEvent
+from oauth_connect.services import refresh_connection
+
+from .conftest import TOKEN_LIFETIME, Sandbox
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def only_connection(tenant: Any, provider: str = "apicbase") -> Connection:
+    return Connection.objects.get(tenant=tenant, provider=provider)
+
+
+def record_statuses(session: requests.Session) -> list[int]:
+    """The status of every response the session receives, retries included."""
+    statuses: list[int] = []
+    session.hooks["response"].append(lambda response, **kwargs: statuses.append(response.status_code))
+    return statuses
+
+
+def event_kinds(connection: Connection) -> list[str]:
+    return list(connection.events.order_by("pk").values_list("kind", flat=True))
+
+
+def test_apicbase_connects_and_calls_the_api(
+    sandbox: Sandbox, browser: requests.Session, organisation: Any, user: Any
+) -> None:
+    page = sandbox.connect(browser, "apicbase", label="production")
+
+    assert page.status_code == 200
+    assert page.url == sandbox.absolute("/connections/")
+    assert "Apicbase is connected." in page.text
+    connection = only_connection(organisation)
+    assert connection.status == Connection.Status.ACTIVE
+    assert connection.label == "production"
+    assert connection.scopes == "accounts library"
+    assert connection.client_id == "sandbox-apicbase-client"
+    assert event_kinds(connection) == ["connected"]
+    # What the sandbox issued is what we hold, and its lifetime is the sandbox's.
+    issued = AccessToken.objects.get(token=connection.access_token)
+    assert issued.application == sandbox.applications["apicbase"]
+    assert issued.user == user
+    assert RefreshToken.objects.get(token=connection.refresh_token).access_token == issued
+    assert connection.expires_at is not None
+    lifetime = connection.expires_at - timezone.now()
+    assert timedelta(seconds=TOKEN_LIFETIME - 60) < lifetime <= timedelta(seconds=TOKEN_LIFETIME)
+
+    response = connection.session().get("accounts/me/")
+    assert response.status_code == 200
+    assert response.json() == {"username": "alice"}
+    assert connection.session().get("/library/recipes/").json()["results"]
+
+    # At rest the tokens are ciphertext: no column of the row holds what the sandbox issued.
+    with db_connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM oauth_connect_connection WHERE id = %s", [connection.pk])
+        row = [str(value) for value in cursor.fetchone()]
+    for secret in (issued.token, connection.refresh_token):
+        assert not any(secret in value for value in row)
+    assert sum(value.startswith("gAAAAA") for value in row) == 2  # Fernet tokens
+
+
+def test_an_expired_token_is_refreshed_before_the_request(
+    sandbox: Sandbox, browser: requests.Session, organisation: Any
+) -> None:
+    sandbox.connect(browser, "apicbase")
+    connection = only_connection(organisation)
+    first_access, first_refresh = connection.access_token, connection.refresh_token
+    mark = sandbox.mark("apicbase")
+
+    # Past the sandbox's expiry: the live server thread sees the same moved clock.
+    with time_machine.travel(timezone.now() + timedelta(seconds=TOKEN_LIFETIME + 60), tick=True):
+        assert AccessToken.objects.get(token=first_access).is_expired()
+        session = connection.session()
+        statuses = record_statuses(session)
+        response = session.get("accounts/me/")
+
+        assert response.status_code == 200
+        assert response.json() == {"username": "alice"}
+        assert statuses == [200]  # refreshed first: the expired token was never sent
+        assert sandbox.issued_since("apicbase", mark) == 1
+        assert RefreshToken.objects.get(token=first_refresh).revoked is not None
+        newest = sandbox.newest_refresh_token("apicbase")
+        assert newest.revoked is None
+        stored = Connection.objects.get(pk=connection.pk)
+        assert stored.refresh_token == newest.token
+        assert stored.access_token == newest.access_token.token != first_access
+        assert stored.expires_at > timezone.now() + timedelta(seconds=TOKEN_LIFETIME - 60)
+        assert event_kinds(stored) == ["connected", "refreshed"]
+
+
+def test_a_token_the_api_rejects_is_refreshed_once_and_the_request_retried(
+    sandbox: Sandbox, browser: requests.Session, organisation: Any
+) -> None:
+    sandbox.connect(browser, "apicbase")
+    connection = only_connection(organisation)
+    first_refresh = connection.refresh_token
+    mark = sandbox.mark("apicbase")
+    # The sandbox stops accepting the access token while our expires_at still says it's good.
+    # (Expired rather than deleted: the sandbox refuses a refresh token whose access token row
+    # was deleted out of band.)
+    AccessToken.objects.filter(token=connection.access_token).update(
+        expires=timezone.now() - timedelta(seconds=1)
+    )
+    assert not connection.expires_within(timedelta(minutes=30))
+
+    session = connection.session()
+    statuses = record_statuses(session)
+    response = session.get("accounts/me/")
+
+    assert statuses == [401, 200]
+    assert response.status_code == 200
+    assert response.json() == {"username": "alice"}
+    assert sandbox.issued_since("apicbase", mark) == 1
+    assert RefreshToken.objects.get(token=first_refresh).revoked is not None
+    stored = Connection.objects.get(pk=connection.pk)
+    assert stored.refresh_token == sandbox.newest_refresh_token("apicbase").token
+    assert event_kinds(stored) == ["connected", "refreshed"]
+
+
+def test_concurrent_requests_on_an_expired_connection_refresh_once(
+    sandbox: Sandbox, browser: requests.Session, organisation: Any
+) -> None:
+    sandbox.connect(browser, "apicbase")
+    connection = only_connection(organisation)
+    sandbox.expire(connection)
+    mark = sandbox.mark("apicbase")
+    workers = 8
+    barrier = threading.Barrier(workers, timeout=30)
+    results: list[Any] = [None] * workers
+
+    def call_api(index: int) -> None:
+        try:
+            session = Connection.objects.get(pk=connection.pk).session()
+            barrier.wait()
+            response = session.get("accounts/me/")
+            results[index] = (response.status_code, response.json())
+        except Exception as err:  # reported below, with the thread it happened in
+            results[index] = err
+        finally:
+            db_connection.close()
+
+    threads = [threading.Thread(target=call_api, args=(i,)) for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert results == [(200, {"username": "alice"})] * workers
+    assert sandbox.issued_since("apicbase", mark) == 1
+    stored = Connection.objects.get(pk=connection.pk)
+    assert stored.refresh_token == sandbox.newest_refresh_token("apicbase").token
+    assert sandbox.refresh_tokens("apicbase").filter(revoked__isnull=True).count() == 1
+    assert sandbox.access_tokens("apicbase").get().token == stored.access_token
+    assert event_kinds(stored) == ["connected", "refreshed"]
+
+
+def test_a_refused_refresh_token_requires_reauthorization(
+    sandbox: Sandbox, browser: requests.Session, organisation: Any
+) -> None:
+    sandbox.connect(browser, "apicbase")
+    connection = only_connection(organisation)
+    # Revoked at the authorization server behind our back (the tenant revoked our access).
+    RefreshToken.objects.get(token=connection.refresh_token).revoke()
+
+    with pytest.raises(ReauthorizationRequired) as caught:
+        refresh_connection(connection, force=True)
+
+    assert caught.value.error_code == "invalid_grant"
+    assert connection.status == Connection.Status.REAUTH_REQUIRED
+    stored = Connection.objects.get(pk=connection.pk)
+    assert stored.status == Connection.Status.REAUTH_REQUIRED
+    assert "invalid_grant" in stored.last_error
+    assert event_kinds(stored) == ["connected", "reauth_required"]
+    event = stored.events.get(kind=ConnectionEvent.Kind.REAUTH_REQUIRED)
+    assert stored.refresh_token not in event.message
+    # From now on nothing is sent to the provider until someone reconnects.
+    with (
+        mock.patch.object(HTTPAdapter, "send", side_effect=AssertionError("HTTP was sent")),
+        pytest.raises(ReauthorizationRequired),
+    ):
+        stored.session()
+    page = browser.get(sandbox.absolute("/connections/"))
+    assert "Reauthorization required" in page.text
+    assert "Reconnect" in page.text
+
+
+def test_a_generic_provider_from_settings_connects_with_basic_client_auth(
+    sandbox: Sandbox, browser: requests.Session, organisation: Any
+) -> None:
+    page = sandbox.connect(browser, "acme")
+
+    assert "Acme (generic OAuth2) is connected." in page.text
+    connection = only_connection(organisation, "acme")
+    assert connection.scopes == "accounts"
+    assert connection.client_id == "sandbox-acme-client"
+    issued = AccessToken.objects.get(token=connection.access_token)
+    assert issued.application == sandbox.applications["acme"]
+    session = connection.session()
+    assert session.get("accounts/me/").json() == {"username": "alice"}
+    # Only the scope it asked for: the library needs another (403 insufficient_scope).
+    assert session.get("library/recipes/").status_code == 403
+
+    # A refresh authenticates with HTTP basic too, and rotates like Apicbase.
+    assert refresh_connection(connection, force=True) is True
+    assert connection.refresh_token == sandbox.newest_refresh_token("acme").token
+    assert connection.session().get("accounts/me/").status_code == 200
+
+
+def test_disconnect_revokes_the_tokens_at_the_provider(
+    sandbox: Sandbox, browser: requests.Session, organisation: Any
+) -> None:
+    sandbox.connect(browser, "apicbase")
+    connection = only_connection(organisation)
+    access, refresh = connection.access_token, connection.refresh_token
+
+    page = sandbox.post(browser, f"/connections/{connection.pk}/disconnect/")
+
+    assert page.status_code == 200
+    assert "Apicbase is disconnected." in page.text
+    assert not AccessToken.objects.filter(token=access).exists()
+    assert RefreshToken.objects.get(token=refresh).revoked is not None
+    stored = Connection.objects.get(pk=connection.pk)
+    assert stored.status == Connection.Status.DISCONNECTED
+    assert (stored.access_token, stored.refresh_token, stored.expires_at) == ("", "", None)
+    assert stored.events.get(kind="disconnected").message == "Tokens revoked at Apicbase."
+
+
+def test_declining_at_the_consent_page_connects_nothing(
+    sandbox: Sandbox, browser: requests.Session, organisation: Any
+) -> None:
+    page = sandbox.connect(browser, "apicbase", allow=False)
+
+    assert sandbox.callback_params(page, "apicbase")["error"] == ["access_denied"]
+    assert page.url == sandbox.absolute("/connections/")
+    assert "Access to Apicbase was declined, so nothing was connected." in page.text
+    assert not Connection.objects.exists()
+    assert not sandbox.access_tokens("apicbase").exists()
+
+
+def test_another_organisation_cannot_disconnect_the_connection(
+    sandbox: Sandbox, browser: requests.Session, organisation: Any, other_organisation: Any
+) -> None:
+    sandbox.connect(browser, "apicbase")
+    connection = only_connection(organisation)
+    intruder = sandbox.login("mallory")
+
+    response = sandbox.post(intruder, f"/connections/{connection.pk}/disconnect/")
+
+    assert response.status_code == 404
+    stored = Connection.objects.get(pk=connection.pk)
+    assert stored.status == Connection.Status.ACTIVE
+    assert stored.access_token == connection.access_token
+    assert AccessToken.objects.filter(token=connection.access_token).exists()
+    assert "alice" not in intruder.get(sandbox.absolute("/connections/")).text

@@ -1,0 +1,339 @@
+"""Connections pages: authorize redirect (state + PKCE), callback checks, disconnect."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import responses
+import time_machine
+from django.contrib.messages import get_messages
+from django.test import Client
+from django.urls import reverse
+
+from oauth_connect._internal.pkce import s256_challenge
+from oauth_connect.models import ClientCredentials, Connection
+from oauth_connect.services.authorize import SESSION_KEY
+from tests.conftest import (
+    AUTHORIZE_URL,
+    CLIENT_ID,
+    REVOKE_URL,
+    TOKEN_URL,
+    apicbase_settings,
+    oauth_connect_settings,
+    token_body,
+)
+
+pytestmark = pytest.mark.django_db
+CONNECT = reverse("oauth_connect:connect", kwargs={"provider": "apicbase"})
+CALLBACK = reverse("oauth_connect:callback", kwargs={"provider": "apicbase"})
+LIST = reverse("oauth_connect:list")
+
+
+def start(client: Client, **data: str) -> dict[str, list[str]]:
+    """POST the connect form; return the query of the provider URL we were sent to."""
+    response = client.post(CONNECT, data)
+    assert response.status_code == 302
+    location = response["Location"]
+    assert location.startswith(AUTHORIZE_URL)
+    return parse_qs(urlsplit(location).query)
+
+
+def messages_of(response: Any) -> list[str]:
+    return [str(message) for message in get_messages(response.wsgi_request)]
+
+
+# The list and connect pages ---------------------------------------------------------------------
+
+
+def test_anonymous_users_are_sent_to_log_in(client: Client) -> None:
+    response = client.get(LIST)
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+def test_user_without_a_tenant_is_refused(client: Client, user: Any) -> None:
+    client.force_login(user)  # no organisation
+    assert client.get(LIST).status_code == 403
+
+
+def test_list_shows_configured_providers_and_own_connections(
+    logged_in_client: Client, make_connection: Any, other_organisation: Any
+) -> None:
+    make_connection(label="production")
+    make_connection(label="theirs", tenant=other_organisation)
+    page = logged_in_client.get(LIST).content.decode()
+    assert "Apicbase" in page
+    assert "production" in page and "Active" in page
+    assert "theirs" not in page
+    assert "access-token-1" not in page
+
+
+def test_connect_page_shows_what_will_be_connected(logged_in_client: Client) -> None:
+    page = logged_in_client.get(CONNECT).content.decode()
+    assert "Connect Apicbase" in page
+    assert "accounts" in page and "library" in page
+
+
+def test_unknown_provider_is_404(logged_in_client: Client) -> None:
+    url = reverse("oauth_connect:connect", kwargs={"provider": "nope"})
+    assert logged_in_client.get(url).status_code == 404
+    assert logged_in_client.post(url).status_code == 404
+
+
+# Authorize redirect -------------------------------------------------------------------------------
+
+
+def test_redirect_carries_code_flow_state_and_pkce(logged_in_client: Client) -> None:
+    query = start(logged_in_client, label="production")
+    assert query["response_type"] == ["code"]
+    assert query["client_id"] == [CLIENT_ID]
+    assert query["redirect_uri"] == ["http://testserver" + CALLBACK]
+    assert query["scope"] == ["accounts library"]
+    assert query["code_challenge_method"] == ["S256"]
+    pending = logged_in_client.session[SESSION_KEY][query["state"][0]]
+    assert query["code_challenge"] == [s256_challenge(pending["code_verifier"])]
+    assert pending["label"] == "production"
+    # A fresh state every time.
+    assert start(logged_in_client)["state"] != query["state"]
+
+
+def test_tenant_client_credentials_are_used_when_present(
+    logged_in_client: Client, organisation: Any
+) -> None:
+    ClientCredentials.objects.create(
+        tenant=organisation, provider="apicbase", client_id="library-owner", client_secret="s3"
+    )
+    assert start(logged_in_client)["client_id"] == ["library-owner"]
+
+
+def test_bad_label_is_a_form_error(logged_in_client: Client) -> None:
+    response = logged_in_client.post(CONNECT, {"label": "no spaces allowed!"})
+    assert response.status_code == 200
+    assert response.context["form"].errors["label"]
+
+
+# Callback ---------------------------------------------------------------------------------------
+
+
+def test_callback_exchanges_the_code_and_stores_the_connection(
+    logged_in_client: Client, http_mock: responses.RequestsMock, organisation: Any
+) -> None:
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(1))
+    query = start(logged_in_client, label="production")
+    verifier = logged_in_client.session[SESSION_KEY][query["state"][0]]["code_verifier"]
+
+    response = logged_in_client.get(CALLBACK, {"code": "the-code", "state": query["state"][0]})
+
+    assert response.status_code == 302 and response["Location"] == LIST
+    sent = parse_qs(http_mock.calls[0].request.body)
+    assert sent["code"] == ["the-code"]
+    assert sent["code_verifier"] == [verifier]
+    assert sent["redirect_uri"] == query["redirect_uri"]
+    connection = Connection.objects.get()
+    assert (connection.tenant, connection.label) == (organisation, "production")
+    assert connection.access_token == "access-token-1"
+    assert connection.client_id == CLIENT_ID
+    assert list(connection.events.values_list("kind", flat=True)) == ["connected"]
+    assert messages_of(response) == ["Apicbase is connected."]
+
+
+def test_state_is_single_use(logged_in_client: Client, http_mock: responses.RequestsMock) -> None:
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(1))
+    state = start(logged_in_client)["state"][0]
+    logged_in_client.get(CALLBACK, {"code": "c", "state": state})
+    before = Connection.objects.get()
+
+    response = logged_in_client.get(CALLBACK, {"code": "c", "state": state})
+
+    assert "already used" in messages_of(response)[-1]
+    assert Connection.objects.get().updated_at == before.updated_at
+    assert len(http_mock.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"code": "c"}, "had no state"),
+        ({"code": "c", "state": "forged"}, "unknown or was already used"),
+        ({"state": "{state}"}, "had no code"),
+        ({"code": "x" * 3000, "state": "{state}"}, "malformed code"),
+        ({"code": "c\x00", "state": "{state}"}, "malformed code"),
+        ({"code": "c", "state": ["{state}", "{state}"]}, "more than once"),
+    ],
+)
+def test_bad_callbacks_change_nothing(
+    logged_in_client: Client, params: dict[str, Any], expected: str
+) -> None:
+    state = start(logged_in_client)["state"][0]
+    params = {
+        key: [v.format(state=state) for v in value]
+        if isinstance(value, list)
+        else value.format(state=state)
+        for key, value in params.items()
+    }
+    response = logged_in_client.get(CALLBACK, params)
+    assert response.status_code == 302
+    assert expected in messages_of(response)[0]
+    assert not Connection.objects.exists()
+
+
+def test_expired_state_is_rejected(logged_in_client: Client) -> None:
+    with time_machine.travel("2026-11-23 12:00Z", tick=False) as traveller:
+        state = start(logged_in_client)["state"][0]
+        traveller.shift(timedelta(minutes=11))  # STATE_TTL is 10 minutes
+        response = logged_in_client.get(CALLBACK, {"code": "c", "state": state})
+    assert "took too long" in messages_of(response)[0]
+    assert not Connection.objects.exists()
+
+
+def test_state_is_bound_to_the_browser_session(
+    logged_in_client: Client, user: Any, organisation: Any
+) -> None:
+    state = start(logged_in_client)["state"][0]
+    other_browser = Client()
+    other_browser.force_login(user)
+    response = other_browser.get(CALLBACK, {"code": "c", "state": state})
+    assert "unknown" in messages_of(response)[0]
+
+
+def test_state_is_bound_to_the_provider(logged_in_client: Client, settings: Any) -> None:
+    settings.OAUTH_CONNECT = oauth_connect_settings(
+        PROVIDERS={"apicbase": apicbase_settings(), "acme": apicbase_settings(NAME="Acme")}
+    )
+    state = start(logged_in_client)["state"][0]
+    url = reverse("oauth_connect:callback", kwargs={"provider": "acme"})
+    response = logged_in_client.get(url, {"code": "c", "state": state})
+    assert "another account or service" in messages_of(response)[0]
+    assert not Connection.objects.exists()
+
+
+def test_state_is_bound_to_the_tenant(
+    logged_in_client: Client, user: Any, organisation: Any
+) -> None:
+    state = start(logged_in_client)["state"][0]
+    # The user's organisation changes between redirect and callback.
+    organisation.members.remove(user)
+    from example_project.tenants.models import Organisation
+
+    Organisation.objects.create(name="New").members.add(user)
+    response = logged_in_client.get(CALLBACK, {"code": "c", "state": state})
+    assert "another account" in messages_of(response)[0]
+
+
+def test_access_denied_is_shown_plainly(logged_in_client: Client) -> None:
+    state = start(logged_in_client)["state"][0]
+    response = logged_in_client.get(
+        CALLBACK, {"error": "access_denied", "error_description": "User said no", "state": state}
+    )
+    assert messages_of(response) == ["Access to Apicbase was declined, so nothing was connected."]
+    assert not Connection.objects.exists()
+
+
+def test_other_provider_errors_are_reported(logged_in_client: Client) -> None:
+    state = start(logged_in_client)["state"][0]
+    response = logged_in_client.get(
+        CALLBACK, {"error": "invalid_scope", "error_description": "no", "state": state}
+    )
+    assert "Apicbase reported an error (invalid_scope: no)" in messages_of(response)[0]
+
+
+def test_failed_code_exchange_stores_nothing(
+    logged_in_client: Client, http_mock: responses.RequestsMock
+) -> None:
+    http_mock.add(responses.POST, TOKEN_URL, status=400, json={"error": "invalid_grant"})
+    state = start(logged_in_client)["state"][0]
+    response = logged_in_client.get(CALLBACK, {"code": "expired-code", "state": state})
+    message = messages_of(response)[0]
+    assert "did not accept the authorization" in message and "try again" in message
+    assert "expired-code" not in message
+    assert not Connection.objects.exists()
+
+
+def test_reconnecting_a_label_updates_the_same_connection(
+    logged_in_client: Client, http_mock: responses.RequestsMock, make_connection: Any
+) -> None:
+    old = make_connection(label="production", status=Connection.Status.REAUTH_REQUIRED)
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(5))
+    state = start(logged_in_client, label="production")["state"][0]
+    logged_in_client.get(CALLBACK, {"code": "c", "state": state})
+    connection = Connection.objects.get()
+    assert connection.pk == old.pk
+    assert connection.status == Connection.Status.ACTIVE
+    assert connection.access_token == "access-token-5"
+
+
+@pytest.mark.parametrize(
+    ("next_url", "expected"),
+    [("/admin/", "/admin/"), ("https://evil.test/", LIST), ("//evil.test/", LIST)],
+)
+def test_next_is_checked_against_allowed_hosts(
+    logged_in_client: Client, http_mock: responses.RequestsMock, next_url: str, expected: str
+) -> None:
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(1))
+    state = start(logged_in_client, next=next_url)["state"][0]
+    response = logged_in_client.get(CALLBACK, {"code": "c", "state": state})
+    assert response["Location"] == expected
+
+
+# Disconnect -------------------------------------------------------------------------------------
+
+
+def test_disconnect_is_post_only(logged_in_client: Client, make_connection: Any) -> None:
+    url = reverse("oauth_connect:disconnect", kwargs={"pk": make_connection().pk})
+    assert logged_in_client.get(url).status_code == 405
+
+
+def test_disconnect_revokes_and_wipes(
+    logged_in_client: Client, http_mock: responses.RequestsMock, make_connection: Any
+) -> None:
+    http_mock.add(responses.POST, REVOKE_URL, body="")
+    connection = make_connection()
+    url = reverse("oauth_connect:disconnect", kwargs={"pk": connection.pk})
+
+    response = logged_in_client.post(url)
+
+    assert response["Location"] == LIST
+    revoke = parse_qs(http_mock.calls[0].request.body)
+    assert revoke["token"] == ["refresh-token-1"]
+    assert revoke["token_type_hint"] == ["refresh_token"]
+    connection.refresh_from_db()
+    assert connection.status == Connection.Status.DISCONNECTED
+    assert (connection.access_token, connection.refresh_token) == ("", "")
+    event = connection.events.get()
+    assert (event.kind, event.message) == ("disconnected", "Tokens revoked at Apicbase.")
+
+
+def test_disconnect_still_wipes_when_revocation_fails(
+    logged_in_client: Client, http_mock: responses.RequestsMock, make_connection: Any
+) -> None:
+    http_mock.add(responses.POST, REVOKE_URL, status=503)
+    connection = make_connection()
+    logged_in_client.post(reverse("oauth_connect:disconnect", kwargs={"pk": connection.pk}))
+    connection.refresh_from_db()
+    assert connection.status == Connection.Status.DISCONNECTED
+    assert connection.refresh_token == ""
+    assert "Revocation failed" in connection.events.get().message
+
+
+def test_disconnect_without_revocation_endpoint(
+    logged_in_client: Client, make_connection: Any, settings: Any
+) -> None:
+    settings.OAUTH_CONNECT["PROVIDERS"]["apicbase"]["REVOKE_URL"] = None
+    connection = make_connection()
+    logged_in_client.post(reverse("oauth_connect:disconnect", kwargs={"pk": connection.pk}))
+    connection.refresh_from_db()
+    assert connection.status == Connection.Status.DISCONNECTED
+    assert "offers no revocation" in connection.events.get().message
+
+
+def test_someone_elses_connection_is_404(
+    logged_in_client: Client, make_connection: Any, other_organisation: Any
+) -> None:
+    theirs = make_connection(tenant=other_organisation)
+    url = reverse("oauth_connect:disconnect", kwargs={"pk": theirs.pk})
+    assert logged_in_client.post(url).status_code == 404
+    theirs.refresh_from_db()
+    assert theirs.status == Connection.Status.ACTIVE
