@@ -85,7 +85,7 @@ def _check_tenant() -> list[CheckMessage]:
     resolver = conf.get("TENANT_RESOLVER")
     try:
         import_string(resolver)
-    except ImportError:
+    except (ImportError, AttributeError, TypeError):
         messages.append(
             Error(
                 f'OAUTH_CONNECT["TENANT_RESOLVER"] = {resolver!r} can\'t be imported.',

@@ -60,15 +60,16 @@ class EncryptedTextField(models.TextField):
             return value
         return Ciphertext(value)
 
+    def pre_save(self, model_instance: models.Model, add: bool) -> Any:
+        # Read the stored value without the descriptor, so a field nobody read is written back
+        # as the same ciphertext: no needless decryption, and a row whose key is gone can still
+        # be saved (e.g. to change its status).
+        if self.attname in model_instance.__dict__:
+            return model_instance.__dict__[self.attname]
+        return super().pre_save(model_instance, add)
+
     def get_prep_value(self, value: Any) -> Any:
         value = super().get_prep_value(value)
         if not value or isinstance(value, Ciphertext):
-            return value
-        return crypto.encrypt(value)
-
-    def raw_value(self, instance: models.Model) -> str | None:
-        """What is stored for this field on ``instance`` without decrypting it."""
-        value = instance.__dict__.get(self.attname)
-        if isinstance(value, Ciphertext) or not value:
             return value
         return crypto.encrypt(value)

@@ -93,6 +93,16 @@ class Connection(models.Model):
         return registry.get(self.provider)
 
     @property
+    def provider_name(self) -> str:
+        """What users call the provider; the id when it is no longer configured."""
+        from .exceptions import ConfigurationError
+
+        try:
+            return self.get_provider().display_name
+        except ConfigurationError:
+            return self.provider
+
+    @property
     def scope_list(self) -> list[str]:
         return self.scopes.split()
 

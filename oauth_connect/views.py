@@ -128,7 +128,6 @@ class DisconnectView(TenantViewMixin, View):
         services.disconnect(connection)
         messages.success(
             request,
-            _("%(connection)s is disconnected.")
-            % {"connection": connection.get_provider().display_name},
+            _("%(provider)s is disconnected.") % {"provider": connection.provider_name},
         )
         return redirect("oauth_connect:list")

@@ -183,7 +183,7 @@ def test_within_narrows_what_is_due(
 @pytest.mark.parametrize("within", ["soon", "-1d", "1y", ""])
 def test_invalid_within_is_an_error(within: str, db: None) -> None:
     with pytest.raises(CommandError, match="not a duration"):
-        refresh_tokens("--within", within)
+        refresh_tokens(f"--within={within}")
 
 
 def test_workers_must_be_positive(db: None) -> None:
@@ -331,7 +331,9 @@ def test_workers_refresh_every_connection_once(
     make_connection: Callable[..., Connection], http_mock: responses.RequestsMock
 ) -> None:
     labels = [f"set-{n}" for n in range(10)]
-    connections = {label: make_connection(label=label, refresh_token=f"r-{label}") for label in labels}
+    connections = {
+        label: make_connection(label=label, refresh_token=f"r-{label}") for label in labels
+    }
 
     def token_endpoint(request: Any) -> tuple[int, dict[str, str], str]:
         label = dict(parse_qsl(request.body))["refresh_token"].removeprefix("r-")

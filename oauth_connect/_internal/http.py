@@ -10,7 +10,7 @@ import requests
 
 from .. import __version__, conf
 
-USER_AGENT = f"oauth-connect/{__version__} (+https://github.com/oauth-connect/oauth_connect)"
+USER_AGENT = f"oauth-connect/{__version__}"
 
 
 class TimeoutSession(requests.Session):

@@ -87,16 +87,22 @@ def test_retry_after_is_read_on_429(
     http_mock: responses.RequestsMock, header: str, expected: float | None
 ) -> None:
     headers = {"Retry-After": header} if header else {}
-    http_mock.add(responses.POST, TOKEN_URL, status=429, json={"error": "slow_down"},
-                  headers=headers)
+    http_mock.add(
+        responses.POST, TOKEN_URL, status=429, json={"error": "slow_down"}, headers=headers
+    )
     with pytest.raises(ProviderError) as info:
         post()
     assert info.value.retry_after == expected
 
 
 def test_retry_after_as_http_date(http_mock: responses.RequestsMock, frozen_now: object) -> None:
-    http_mock.add(responses.POST, TOKEN_URL, status=429, body="slow down",
-                  headers={"Retry-After": "Mon, 23 Nov 2026 12:05:00 GMT"})
+    http_mock.add(
+        responses.POST,
+        TOKEN_URL,
+        status=429,
+        body="slow down",
+        headers={"Retry-After": "Mon, 23 Nov 2026 12:05:00 GMT"},
+    )
     with pytest.raises(ProviderError) as info:
         post()
     assert info.value.retry_after == 300.0
