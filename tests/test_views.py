@@ -257,12 +257,35 @@ def test_reconnecting_a_label_updates_the_same_connection(
 ) -> None:
     old = make_connection(label="production", status=Connection.Status.REAUTH_REQUIRED)
     http_mock.add(responses.POST, TOKEN_URL, json=token_body(5))
+    http_mock.add(responses.POST, REVOKE_URL, body="")
     state = start(logged_in_client, label="production")["state"][0]
     logged_in_client.get(CALLBACK, {"code": "c", "state": state})
     connection = Connection.objects.get()
     assert connection.pk == old.pk
     assert connection.status == Connection.Status.ACTIVE
     assert connection.access_token == "access-token-5"
+    # The replaced grant is revoked, so it can't outlive the connection.
+    assert parse_qs(http_mock.calls[1].request.body)["token"] == ["refresh-token-1"]
+    assert "Previous grant: Tokens revoked" in connection.events.get().message
+
+
+@pytest.mark.parametrize("issued_refresh_token", ["refresh-token-1", None])
+def test_reconnect_that_may_return_the_same_grant_revokes_nothing(
+    logged_in_client: Client,
+    http_mock: responses.RequestsMock,
+    make_connection: Any,
+    issued_refresh_token: str | None,
+) -> None:
+    make_connection(label="production")
+    http_mock.add(
+        responses.POST,
+        TOKEN_URL,
+        json={"access_token": "access-token-5", "refresh_token": issued_refresh_token},
+    )
+    state = start(logged_in_client, label="production")["state"][0]
+    logged_in_client.get(CALLBACK, {"code": "c", "state": state})
+    assert len(http_mock.calls) == 1  # the code exchange only
+    assert "Previous grant" not in Connection.objects.get().events.get().message
 
 
 @pytest.mark.parametrize(

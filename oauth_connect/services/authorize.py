@@ -12,7 +12,6 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from django.db import transaction
 from django.http import HttpRequest, QueryDict
 from django.urls import reverse
 from django.utils import timezone
@@ -33,6 +32,8 @@ from ..providers.client import ProviderClient
 from ..providers.oauth2 import OAuth2Provider
 from .credentials import oauth_client_for
 from .events import record_event
+from .refresh import locked_connection
+from .revoke import previous_grant, revoke_at_provider
 
 SESSION_KEY = "oauth_connect_pending"
 # A user may start a few flows in parallel tabs; more than this and the oldest is dropped.
@@ -140,28 +141,32 @@ def complete_authorization(
             % {"provider": provider.display_name, "reason": err.detail},
             provider=provider_id,
         ) from err
-    with transaction.atomic():
-        connection, _created = Connection.objects.select_for_update().get_or_create(
-            tenant=tenant, provider=provider_id, label=pending.label
-        )
-        connection.access_token = tokens.access_token
-        connection.refresh_token = tokens.refresh_token or ""
-        connection.token_type = tokens.token_type
-        connection.scopes = " ".join(tokens.scopes or [])
-        connection.client_id = oauth_client.client_id
-        connection.expires_at = tokens.expires_at
-        connection.refresh_expires_at = tokens.refresh_expires_at
-        connection.last_refreshed_at = timezone.now()
-        connection.status = Connection.Status.ACTIVE
-        connection.last_error = ""
-        connection.consecutive_failures = 0
-        connection.retry_not_before = None
-        connection.save()
-        record_event(
-            connection,
-            ConnectionEvent.Kind.CONNECTED,
-            f"Authorized with scopes: {connection.scopes or 'none stated'}.",
-        )
+    connection, _created = Connection.objects.get_or_create(
+        tenant=tenant, provider=provider_id, label=pending.label
+    )
+    # Under the refresh lock, so a refresh of the grant being replaced can't write over it.
+    with locked_connection(connection.pk) as current:
+        replaced = previous_grant(current, replaced_by=tokens)
+        current.access_token = tokens.access_token
+        current.refresh_token = tokens.refresh_token or ""
+        current.token_type = tokens.token_type
+        current.scopes = " ".join(tokens.scopes or [])
+        current.client_id = oauth_client.client_id
+        current.expires_at = tokens.expires_at
+        current.refresh_expires_at = tokens.refresh_expires_at
+        current.last_refreshed_at = timezone.now()
+        current.status = Connection.Status.ACTIVE
+        current.last_error = ""
+        current.consecutive_failures = 0
+        current.retry_not_before = None
+        current.save()
+        note = f"Authorized with scopes: {current.scopes or 'none stated'}."
+        if replaced is not None:
+            # The grant this one replaces would otherwise stay valid at the provider, out of
+            # reach of any later disconnect.
+            note += f" Previous grant: {revoke_at_provider(replaced)}"
+        record_event(current, ConnectionEvent.Kind.CONNECTED, note)
+    connection = current
     return AuthorizationResult(connection=connection, next_url=pending.next_url)
 
 

@@ -50,8 +50,9 @@ class _FormInputs(HTMLParser):
             self._in_form = self._forms_seen == 1
         elif tag == "input" and self._in_form:
             values = dict(attrs)
-            if values.get("type") == "hidden" and values.get("name"):
-                self.fields[values["name"] or ""] = values.get("value") or ""
+            name = values.get("name")
+            if values.get("type") == "hidden" and name:
+                self.fields[name] = values.get("value") or ""
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "form":
@@ -199,11 +200,12 @@ def sandbox(live_server: Any, settings: Any, oauth_settings: Any) -> Sandbox:
         **settings.OAUTH2_PROVIDER,
         "ACCESS_TOKEN_EXPIRE_SECONDS": TOKEN_LIFETIME,
     }
-    applications = register_sandbox_clients(url)
-    by_client = {application.client_id: application for application in applications}
+    by_client = {app.client_id: app for app in register_sandbox_clients(url)}
     return Sandbox(
         url=url,
-        applications={provider: by_client[client_id] for provider, (client_id, _) in CLIENTS.items()},
+        applications={
+            provider: by_client[client_id] for provider, (client_id, _) in CLIENTS.items()
+        },
     )
 
 

@@ -20,7 +20,7 @@ from oauth_connect.exceptions import ReauthorizationRequired
 from oauth_connect.models import Connection, ConnectionEvent
 from oauth_connect.services import refresh_connection
 
-from .conftest import TOKEN_LIFETIME, Sandbox
+from .conftest import CLIENTS, TOKEN_LIFETIME, Sandbox
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,7 +32,11 @@ def only_connection(tenant: Any, provider: str = "apicbase") -> Connection:
 def record_statuses(session: requests.Session) -> list[int]:
     """The status of every response the session receives, retries included."""
     statuses: list[int] = []
-    session.hooks["response"].append(lambda response, **kwargs: statuses.append(response.status_code))
+
+    def record(response: requests.Response, **kwargs: Any) -> None:
+        statuses.append(response.status_code)
+
+    session.hooks["response"].append(record)
     return statuses
 
 
@@ -101,7 +105,8 @@ def test_an_expired_token_is_refreshed_before_the_request(
         assert newest.revoked is None
         stored = Connection.objects.get(pk=connection.pk)
         assert stored.refresh_token == newest.token
-        assert stored.access_token == newest.access_token.token != first_access
+        assert stored.access_token == newest.access_token.token
+        assert stored.access_token != first_access
         assert stored.expires_at > timezone.now() + timedelta(seconds=TOKEN_LIFETIME - 60)
         assert event_kinds(stored) == ["connected", "refreshed"]
 
@@ -172,13 +177,31 @@ def test_concurrent_requests_on_an_expired_connection_refresh_once(
     assert event_kinds(stored) == ["connected", "refreshed"]
 
 
+def revoke_at_the_sandbox(sandbox: Sandbox, connection: Connection) -> None:
+    """The tenant revoked our access at the provider."""
+    RefreshToken.objects.get(token=connection.refresh_token).revoke()
+
+
+def spend_behind_our_back(sandbox: Sandbox, connection: Connection) -> None:
+    """Someone else refreshed with our refresh token; rotation killed the one we hold."""
+    response = requests.post(
+        sandbox.absolute("/sandbox/o/token/"),
+        data={"grant_type": "refresh_token", "refresh_token": connection.refresh_token},
+        auth=CLIENTS["apicbase"],
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    "kill_grant", [revoke_at_the_sandbox, spend_behind_our_back], ids=["revoked", "spent"]
+)
 def test_a_refused_refresh_token_requires_reauthorization(
-    sandbox: Sandbox, browser: requests.Session, organisation: Any
+    sandbox: Sandbox, browser: requests.Session, organisation: Any, kill_grant: Any
 ) -> None:
     sandbox.connect(browser, "apicbase")
     connection = only_connection(organisation)
-    # Revoked at the authorization server behind our back (the tenant revoked our access).
-    RefreshToken.objects.get(token=connection.refresh_token).revoke()
+    kill_grant(sandbox, connection)
 
     with pytest.raises(ReauthorizationRequired) as caught:
         refresh_connection(connection, force=True)
@@ -201,6 +224,16 @@ def test_a_refused_refresh_token_requires_reauthorization(
     assert "Reauthorization required" in page.text
     assert "Reconnect" in page.text
 
+    # Reconnect (the button posts the connection's label to the connect view): the same
+    # connection comes back to life with new tokens.
+    sandbox.connect(browser, "apicbase", label=stored.label)
+    revived = only_connection(organisation)
+    assert revived.pk == connection.pk
+    assert revived.status == Connection.Status.ACTIVE
+    assert revived.last_error == ""
+    assert revived.session().get("accounts/me/").status_code == 200
+    assert event_kinds(revived) == ["connected", "reauth_required", "connected"]
+
 
 def test_a_generic_provider_from_settings_connects_with_basic_client_auth(
     sandbox: Sandbox, browser: requests.Session, organisation: Any
@@ -218,10 +251,15 @@ def test_a_generic_provider_from_settings_connects_with_basic_client_auth(
     # Only the scope it asked for: the library needs another (403 insufficient_scope).
     assert session.get("library/recipes/").status_code == 403
 
-    # A refresh authenticates with HTTP basic too, and rotates like Apicbase.
+    # Refresh and revocation authenticate with HTTP basic too.
     assert refresh_connection(connection, force=True) is True
     assert connection.refresh_token == sandbox.newest_refresh_token("acme").token
     assert connection.session().get("accounts/me/").status_code == 200
+    sandbox.post(browser, f"/connections/{connection.pk}/disconnect/").raise_for_status()
+    assert not sandbox.access_tokens("acme").exists()
+    assert not sandbox.refresh_tokens("acme").filter(revoked__isnull=True).exists()
+    event = connection.events.get(kind="disconnected")
+    assert event.message == "Tokens revoked at Acme (generic OAuth2)."
 
 
 def test_disconnect_revokes_the_tokens_at_the_provider(
@@ -243,6 +281,24 @@ def test_disconnect_revokes_the_tokens_at_the_provider(
     assert stored.events.get(kind="disconnected").message == "Tokens revoked at Apicbase."
 
 
+def test_reconnecting_revokes_the_grant_it_replaces(
+    sandbox: Sandbox, browser: requests.Session, organisation: Any
+) -> None:
+    # Connecting again with the same label replaces the stored tokens. The ones replaced must
+    # not stay valid at the provider: once we drop them nobody can revoke them, and even
+    # Disconnect would leave that grant alive.
+    sandbox.connect(browser, "apicbase")
+    replaced = only_connection(organisation).refresh_token
+
+    sandbox.connect(browser, "apicbase")
+
+    stored = only_connection(organisation)
+    assert stored.refresh_token != replaced
+    live = sandbox.refresh_tokens("apicbase").filter(revoked__isnull=True)
+    assert not live.filter(token=replaced).exists(), "the replaced grant is still valid"
+    assert live.get().token == stored.refresh_token
+
+
 def test_declining_at_the_consent_page_connects_nothing(
     sandbox: Sandbox, browser: requests.Session, organisation: Any
 ) -> None:
@@ -260,7 +316,7 @@ def test_another_organisation_cannot_disconnect_the_connection(
 ) -> None:
     sandbox.connect(browser, "apicbase")
     connection = only_connection(organisation)
-    intruder = sandbox.login("mallory")
+    intruder = sandbox.login(other_organisation.members.get().get_username())
 
     response = sandbox.post(intruder, f"/connections/{connection.pk}/disconnect/")
 
@@ -269,4 +325,5 @@ def test_another_organisation_cannot_disconnect_the_connection(
     assert stored.status == Connection.Status.ACTIVE
     assert stored.access_token == connection.access_token
     assert AccessToken.objects.filter(token=connection.access_token).exists()
-    assert "alice" not in intruder.get(sandbox.absolute("/connections/")).text
+    their_page = intruder.get(sandbox.absolute("/connections/")).text
+    assert f'data-connection="{connection.pk}"' not in their_page
