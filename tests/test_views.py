@@ -285,7 +285,9 @@ def test_reconnect_that_may_return_the_same_grant_revokes_nothing(
     state = start(logged_in_client, label="production")["state"][0]
     logged_in_client.get(CALLBACK, {"code": "c", "state": state})
     assert len(http_mock.calls) == 1  # the code exchange only
-    assert "Previous grant" not in Connection.objects.get().events.get().message
+    connection = Connection.objects.get()
+    assert "Previous grant" not in connection.events.get().message
+    assert connection.refresh_token == "refresh-token-1"
 
 
 @pytest.mark.parametrize(

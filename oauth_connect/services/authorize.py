@@ -148,7 +148,9 @@ def complete_authorization(
     with locked_connection(connection.pk) as current:
         replaced = previous_grant(current, replaced_by=tokens)
         current.access_token = tokens.access_token
-        current.refresh_token = tokens.refresh_token or ""
+        if tokens.refresh_token is not None:
+            # None: the provider sent none this time (some re-consents don't); keep ours.
+            current.refresh_token = tokens.refresh_token
         current.token_type = tokens.token_type
         current.scopes = " ".join(tokens.scopes or [])
         current.client_id = oauth_client.client_id
