@@ -100,6 +100,11 @@ class ConnectionAdmin(admin.ModelAdmin):
         # Connections are made by authorizing at the provider, never typed in.
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Deleting would leave the tokens valid at the provider and drop the event log:
+        # operators use the Disconnect action, which revokes and keeps the history.
+        return False
+
     def get_search_fields(self, request: HttpRequest) -> list[str]:
         tenant_model = Connection._meta.get_field("tenant").related_model
         names = {field.name for field in tenant_model._meta.get_fields()}
@@ -128,7 +133,7 @@ class ConnectionAdmin(admin.ModelAdmin):
     def short_error(self, obj: Connection) -> str:
         return obj.last_error[:80] + ("…" if len(obj.last_error) > 80 else "")
 
-    @admin.action(description=_("Refresh now"))
+    @admin.action(description=_("Refresh now"), permissions=["change"])
     def refresh_now(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
         done, failed = 0, 0
         for connection in queryset:
@@ -141,7 +146,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         if done:
             self.message_user(request, _("Refreshed %d connection(s).") % done, messages.SUCCESS)
 
-    @admin.action(description=_("Disconnect"))
+    @admin.action(description=_("Disconnect"), permissions=["change"])
     def disconnect(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
         count = 0
         for connection in queryset:

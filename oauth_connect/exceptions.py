@@ -87,12 +87,17 @@ class ProviderError(OAuthConnectError, requests.HTTPError):
 
 class ProviderConfigurationError(ProviderError):
     """The provider rejected our client credentials (``invalid_client``): an operator must fix the
-    client id/secret in settings or the tenant's client credentials. Not retried automatically."""
+    client id/secret in settings or the tenant's client credentials. The connection is marked
+    ``error`` and retried with backoff, so it recovers by itself once the client is fixed."""
 
 
 class ReauthorizationRequired(ProviderError):
     """The provider refused the refresh token or stored credentials (``invalid_grant``): a person
     must reconnect. The connection's status is ``reauth_required``."""
+
+
+class AwaitingReauthorization(ReauthorizationRequired):
+    """The connection was already ``reauth_required``: nobody called the provider."""
 
 
 class AuthorizationError(OAuthConnectError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.contrib import messages
@@ -21,6 +22,8 @@ from .models import Connection
 from .providers import registry
 from .providers.base import Provider
 from .tenants import resolve_tenant
+
+logger = logging.getLogger("oauth_connect")
 
 
 class TenantViewMixin:
@@ -99,7 +102,19 @@ class ConnectView(TenantViewMixin, TemplateView):
                 next_url=self.safe_next(form.cleaned_data["next"]),
             )
         except ConfigurationError as err:
-            messages.error(request, _("This service can't be connected right now: %s") % err)
+            # The detail names settings and tenants: it is for operators, not for this user.
+            logger.error(
+                "Can't start connecting %s for tenant %s: %s",
+                provider,
+                self.tenant.pk,
+                err,
+                extra={"provider": provider},
+            )
+            messages.error(
+                request,
+                _("%(provider)s can't be connected right now. Please contact support.")
+                % {"provider": self.get_provider(provider).display_name},
+            )
             return redirect("oauth_connect:list")
         return HttpResponseRedirect(url)
 

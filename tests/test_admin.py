@@ -392,3 +392,23 @@ def test_client_credentials_new_secret_replaces_the_stored_one(
     credentials = ClientCredentials.objects.get(pk=credentials.pk)
     assert credentials.client_secret == "rotated-secret-beef"
     assert "rotated-secret-beef" not in stored_secret(credentials.pk)
+
+
+def test_view_only_staff_cannot_run_actions_or_delete(
+    client: Any, secret_connection: Connection
+) -> None:
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    viewer = get_user_model().objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_connection"))
+    client.force_login(viewer)
+
+    assert client.get(changelist_url()).status_code == 200
+    response = run_action(client, "disconnect", secret_connection)
+
+    # The action isn't offered to this user, so nothing happens to the connection.
+    assert reload(secret_connection).status == Connection.Status.ACTIVE
+    assert response.status_code in (200, 302)
+    delete_url = reverse("admin:oauth_connect_connection_delete", args=[secret_connection.pk])
+    assert client.get(delete_url).status_code == 403

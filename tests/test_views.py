@@ -362,3 +362,13 @@ def test_someone_elses_connection_is_404(
     assert logged_in_client.post(url).status_code == 404
     theirs.refresh_from_db()
     assert theirs.status == Connection.Status.ACTIVE
+
+
+def test_configuration_errors_are_not_shown_to_tenants(
+    logged_in_client: Client, settings: Any, caplog: Any
+) -> None:
+    settings.OAUTH_CONNECT["PROVIDERS"]["apicbase"].update(CLIENT_ID=None, CLIENT_SECRET=None)
+    response = logged_in_client.post(CONNECT)
+    message = messages_of(response)[0]
+    assert message == "Apicbase can't be connected right now. Please contact support."
+    assert "CLIENT_ID" in caplog.text  # the operator's detail goes to the log

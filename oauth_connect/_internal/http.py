@@ -4,6 +4,7 @@ every request, so no call to a provider can hang a worker."""
 from __future__ import annotations
 
 import threading
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 
 import requests
@@ -37,4 +38,6 @@ def shared_session() -> TimeoutSession:
     session = getattr(_local, "session", None)
     if session is None:
         session = _local.session = TimeoutSession()
+        # One thread serves many tenants: a cookie set for one must never ride along for the next.
+        session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
     return session

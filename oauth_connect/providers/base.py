@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from .client import ProviderClient
 
 
+# Ten years: anything longer is a provider bug, not a lifetime.
+MAX_LIFETIME_SECONDS = 10 * 365 * 24 * 3600
+
+
 @dataclass(frozen=True)
 class TokenSet:
     """What a provider issued. ``refresh_token=None`` means "none sent: keep the one we have";
@@ -39,12 +43,19 @@ class OAuthClient:
 
 
 def expiry_from_lifetime(seconds: Any) -> datetime | None:
-    """An absolute expiry from a lifetime in seconds, on our clock (providers' clocks drift)."""
+    """An absolute expiry from a lifetime in seconds, on our clock (providers' clocks drift).
+
+    None (unknown: refresh on the first 401) for a lifetime that is missing, negative, not a
+    number or absurdly long. Never raises: by the time we parse this, a rotating provider has
+    already invalidated our old refresh token, so the new tokens must be stored whatever it is.
+    """
     try:
         lifetime = float(seconds)
-    except (TypeError, ValueError):
+        if not 0 <= lifetime <= MAX_LIFETIME_SECONDS:
+            return None
+        return timezone.now() + timedelta(seconds=lifetime)
+    except (TypeError, ValueError, OverflowError):
         return None
-    return timezone.now() + timedelta(seconds=lifetime)
 
 
 class Provider:

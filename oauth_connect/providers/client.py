@@ -93,7 +93,11 @@ class ProviderClient:
         self, method: str, url: str, what: str, secrets: list[str], **kwargs: Any
     ) -> requests.Response:
         try:
-            return self.session.request(method, url, timeout=conf.http_timeout(), **kwargs)
+            # No redirects: a 307/308 would re-send the form (client secret, refresh token) to
+            # wherever Location points. A redirect surfaces as an error naming the status.
+            return self.session.request(
+                method, url, timeout=conf.http_timeout(), allow_redirects=False, **kwargs
+            )
         except requests.Timeout as err:
             raise self._error(
                 ProviderError,

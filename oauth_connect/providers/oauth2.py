@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlencode
 
-from ..exceptions import ProviderError
+from ..exceptions import ConfigurationError, ProviderError
 from .base import OAuthClient, Provider, TokenSet, expiry_from_lifetime
 
 if TYPE_CHECKING:
@@ -96,7 +96,11 @@ class OAuth2Provider(Provider):
     def refresh(
         self, client: ProviderClient, connection: Connection, oauth_client: OAuthClient | None
     ) -> TokenSet:
-        assert oauth_client is not None  # noqa: S101 - the service layer always resolves one
+        if oauth_client is None:
+            raise ConfigurationError(
+                f"No OAuth client to refresh {self.provider_id} tokens with.",
+                connection=connection,
+            )
         body = self._token_request(client, self.refresh_params(connection), oauth_client)
         return self.parse_token_response(body, requested_scopes=None)
 

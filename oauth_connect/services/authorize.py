@@ -30,7 +30,7 @@ from ..models import Connection, ConnectionEvent
 from ..providers import registry
 from ..providers.client import ProviderClient
 from ..providers.oauth2 import OAuth2Provider
-from .credentials import oauth_client_for
+from .credentials import require_oauth_client
 from .events import record_event
 from .refresh import locked_connection
 from .revoke import previous_grant, revoke_at_provider
@@ -76,8 +76,7 @@ def start_authorization(
 ) -> str:
     """Remember a new pending authorization in the session; return the provider URL to visit."""
     provider = oauth2_provider(provider_id)
-    oauth_client = oauth_client_for(provider, tenant.pk)
-    assert oauth_client is not None  # noqa: S101 - OAuth2 providers always need one
+    oauth_client = require_oauth_client(provider, tenant.pk)
     redirect_uri = provider.settings.get("REDIRECT_URI") or request.build_absolute_uri(
         reverse("oauth_connect:callback", kwargs={"provider": provider_id})
     )
@@ -125,8 +124,7 @@ def complete_authorization(
     if error:
         raise _denied(provider, error, _single(params, "error_description", required=False))
     code = _single(params, "code")
-    oauth_client = oauth_client_for(provider, tenant.pk, issued_to=pending.client_id)
-    assert oauth_client is not None  # noqa: S101
+    oauth_client = require_oauth_client(provider, tenant.pk, issued_to=pending.client_id)
     try:
         tokens = provider.exchange_code(
             ProviderClient(provider_id),

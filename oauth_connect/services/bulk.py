@@ -20,9 +20,9 @@ from django.db import connections
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from ..exceptions import OAuthConnectError
+from ..exceptions import AwaitingReauthorization, ConnectionUnavailable, OAuthConnectError
 from ..models import Connection
-from .refresh import _refresh
+from .refresh import refresh_when
 
 PAGE_SIZE = 500
 logger = logging.getLogger("oauth_connect")
@@ -114,7 +114,7 @@ def refresh_due_connections(
 
     def refresh_one(pk: int) -> None:
         try:
-            result = _refresh_if_due(pk, within)
+            result = _refresh_if_due(pk, within, started=now)
         except Exception as err:
             # One broken row must not stop the run or kill a worker thread.
             logger.exception(
@@ -127,19 +127,26 @@ def refresh_due_connections(
     return summary
 
 
-def _refresh_if_due(pk: int, within: timedelta) -> RefreshResult:
+def _refresh_if_due(pk: int, within: timedelta, started: datetime) -> RefreshResult:
     connection = Connection(pk=pk)
     try:
-        refreshed = _refresh(connection, lambda current: _is_due(current, within))
+        refreshed = refresh_when(connection, lambda current: _is_due(current, within, started))
+    except (ConnectionUnavailable, AwaitingReauthorization):
+        # Disconnected, deleted or marked for reauthorization since we listed it: not a failure
+        # of this run.
+        return _result(connection, "skipped")
     except OAuthConnectError as err:
         return _result(connection, "failed", err.detail)
     return _result(connection, "refreshed" if refreshed else "skipped")
 
 
-def _is_due(current: Connection, within: timedelta) -> bool:
+def _is_due(current: Connection, within: timedelta, started: datetime) -> bool:
     now = timezone.now()
     backing_off = current.retry_not_before is not None and current.retry_not_before > now
-    return current.expires_within(within, now) and not backing_off
+    # Refreshed since this run started (by a concurrent run, cron on another host): a token
+    # that lives less than `within` would otherwise look due again and be refreshed twice.
+    fresh = current.last_refreshed_at is not None and current.last_refreshed_at >= started
+    return current.expires_within(within, now) and not backing_off and not fresh
 
 
 def _result(connection: Connection, outcome: str, error: str = "") -> RefreshResult:
@@ -169,16 +176,25 @@ def _pages(queryset: QuerySet[Connection]) -> Iterator[int]:
 
 
 def _run_in_threads(items: Iterator[int], work: Callable[[int], None], workers: int) -> None:
+    """``work(item)`` for every item on ``workers`` threads. The first exception ``work`` raises
+    (e.g. a broken stdout pipe while reporting) is raised here once every thread has stopped;
+    workers keep draining the queue meanwhile, so the producer never blocks on a dead pool."""
     if workers <= 1:
         for item in items:
             work(item)
         return
     todo: queue.Queue[int | None] = queue.Queue(maxsize=workers * 4)
+    errors: list[BaseException] = []
 
     def worker() -> None:
         try:
             while (item := todo.get()) is not None:
-                work(item)
+                if errors:
+                    continue  # stop working, keep draining
+                try:
+                    work(item)
+                except BaseException as err:
+                    errors.append(err)
         finally:
             # Each thread has its own database connection; close it, or it leaks per run.
             connections.close_all()
@@ -192,3 +208,5 @@ def _run_in_threads(items: Iterator[int], work: Callable[[int], None], workers: 
         todo.put(None)
     for thread in threads:
         thread.join()
+    if errors:
+        raise errors[0]

@@ -9,6 +9,17 @@ from ..models import ClientCredentials
 from ..providers.base import OAuthClient, Provider
 
 
+def require_oauth_client(provider: Provider, tenant_id: Any, *, issued_to: str = "") -> OAuthClient:
+    """Like :func:`oauth_client_for`, for providers that always need a client."""
+    oauth_client = oauth_client_for(provider, tenant_id, issued_to=issued_to)
+    if oauth_client is None:
+        raise ConfigurationError(
+            f"{type(provider).__name__} must return True from needs_oauth_client().",
+            provider=provider.provider_id,
+        )
+    return oauth_client
+
+
 def oauth_client_for(
     provider: Provider, tenant_id: Any, *, issued_to: str = ""
 ) -> OAuthClient | None:

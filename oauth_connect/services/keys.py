@@ -37,7 +37,8 @@ def _rotate_model(model: type, names: list[str], report: RotationReport) -> None
     last = 0
     while True:
         rows = list(
-            model._default_manager.filter(pk__gt=last)  # type: ignore[attr-defined]
+            # The base manager: a custom default manager that filters rows must not hide any.
+            model._base_manager.filter(pk__gt=last)  # type: ignore[attr-defined]
             .order_by("pk")
             .values_list("pk", *names)[:BATCH]
         )
@@ -57,7 +58,7 @@ def _rotate_model(model: type, names: list[str], report: RotationReport) -> None
                 # Only if nobody rewrote the row meanwhile (a refresh rotating a token): never
                 # put an old token back. A rewritten value is already under the first key.
                 with transaction.atomic():
-                    manager = model._default_manager  # type: ignore[attr-defined]
+                    manager = model._base_manager  # type: ignore[attr-defined]
                     if manager.filter(pk=pk, **unchanged).update(**changes):
                         report.rotated += len(changes)
             report.rows += 1

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from .. import conf
 from ..exceptions import (
+    AwaitingReauthorization,
     ConnectionUnavailable,
     OAuthConnectError,
     ProviderError,
@@ -50,13 +51,39 @@ def refresh_connection(
     for any other provider failure; the connection's status records which.
     """
     within = conf.refresh_leeway() if due_within is None else due_within
-    return _refresh(connection, lambda current: force or current.expires_within(within))
+    return refresh_when(connection, lambda current: force or current.expires_within(within))
 
 
 def refresh_rejected_token(connection: Connection, rejected_access_token: str) -> bool:
     """Refresh after the API rejected ``rejected_access_token`` (a 401), unless another worker
     has already replaced it, in which case ``connection`` just picks up the new token."""
-    return _refresh(connection, lambda current: current.access_token == rejected_access_token)
+    return refresh_when(connection, lambda current: current.access_token == rejected_access_token)
+
+
+def refresh_when(connection: Connection, should_refresh: Callable[[Connection], bool]) -> bool:
+    """Refresh ``connection`` if ``should_refresh(current)`` says so, where ``current`` is the
+    connection as stored, read under the row lock. The general form of the functions above.
+
+    Raises ``ConnectionUnavailable`` for a disconnected connection and ``AwaitingReauthorization``
+    for one already waiting for a person, without calling the provider.
+    """
+    failure: OAuthConnectError | None = None
+    refreshed = False
+    with locked_connection(connection.pk) as current:
+        try:
+            refreshed = _refresh_locked(current, should_refresh)
+        except AwaitingReauthorization:
+            raise
+        except ReauthorizationRequired as err:
+            _mark_reauth_required(current, err)
+            failure = err
+        except ProviderError as err:
+            _mark_failed(current, err)
+            failure = err
+    _copy_state(current, connection)
+    if failure is not None:
+        raise failure
+    return refreshed
 
 
 # Single flight --------------------------------------------------------------------------------
@@ -106,24 +133,6 @@ def _load(queryset: Any, pk: int) -> Connection:
         raise ConnectionUnavailable(f"Connection #{pk} no longer exists.") from err
 
 
-def _refresh(connection: Connection, should_refresh: Callable[[Connection], bool]) -> bool:
-    failure: OAuthConnectError | None = None
-    refreshed = False
-    with locked_connection(connection.pk) as current:
-        try:
-            refreshed = _refresh_locked(current, should_refresh)
-        except ReauthorizationRequired as err:
-            _mark_reauth_required(current, err)
-            failure = err
-        except ProviderError as err:
-            _mark_failed(current, err)
-            failure = err
-    _copy_state(current, connection)
-    if failure is not None:
-        raise failure
-    return refreshed
-
-
 def _refresh_locked(current: Connection, should_refresh: Callable[[Connection], bool]) -> bool:
     if current.status == Status.DISCONNECTED:
         raise ConnectionUnavailable(
@@ -132,11 +141,13 @@ def _refresh_locked(current: Connection, should_refresh: Callable[[Connection], 
         )
     if current.status == Status.REAUTH_REQUIRED:
         # Deliberately not re-marked: the provider already refused this grant.
-        raise _ReauthAlreadyRequired(current)
+        raise AwaitingReauthorization(needs_reauth_message(current), connection=current)
     if not should_refresh(current):
         return False
     provider = current.get_provider()
     if not provider.can_refresh(current):
+        if not current.expires_within(timedelta(0)):
+            return False  # nothing to refresh with, but the token still works
         raise ReauthorizationRequired(
             f"The access token has expired and {provider.display_name} issued no refresh token. "
             "Someone must reconnect.",
@@ -150,13 +161,16 @@ def _refresh_locked(current: Connection, should_refresh: Callable[[Connection], 
         if _rotated_elsewhere(current):
             return False
         raise
+    except OAuthConnectError:
+        raise
+    except Exception as err:
+        # A provider class's bug must still leave the connection in a known state.
+        raise ProviderError(
+            f"{type(provider).__name__}.refresh() failed unexpectedly ({type(err).__name__}).",
+            connection=current,
+        ) from err
     _store_refreshed(current, tokens)
     return True
-
-
-class _ReauthAlreadyRequired(ReauthorizationRequired):
-    def __init__(self, connection: Connection) -> None:
-        super().__init__(needs_reauth_message(connection), connection=connection)
 
 
 def needs_reauth_message(connection: Connection) -> str:
@@ -218,8 +232,6 @@ def _mark_failed(current: Connection, err: ProviderError) -> None:
 
 
 def _mark_reauth_required(current: Connection, err: ReauthorizationRequired) -> None:
-    if isinstance(err, _ReauthAlreadyRequired):
-        return
     current.status = Status.REAUTH_REQUIRED
     current.last_error = err.detail
     current.retry_not_before = None

@@ -8,6 +8,7 @@ provider declares) refreshes once and retries once.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -16,9 +17,16 @@ from django.utils import timezone
 
 from .. import conf
 from .._internal.http import TimeoutSession
-from ..exceptions import ConnectionUnavailable, ReauthorizationRequired, UnsafeURLError
+from ..exceptions import (
+    ConnectionUnavailable,
+    ProviderError,
+    ReauthorizationRequired,
+    UnsafeURLError,
+)
 from ..models import Connection
 from .refresh import needs_reauth_message, refresh_connection, refresh_rejected_token
+
+logger = logging.getLogger("oauth_connect")
 
 
 def connection_session(
@@ -57,8 +65,7 @@ class ConnectionSession(TimeoutSession):
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
         url = self._resolve(url if isinstance(url, str) else url.decode())
         if self._refresh_at is not None and timezone.now() >= self._refresh_at:
-            refresh_connection(self.connection, due_within=self._leeway)
-            self._use_stored_token()
+            self._refresh_ahead_of_expiry()
         response = super().request(method, url, *args, **kwargs)
         if response.status_code in self.provider.expired_token_statuses and _resendable(kwargs):
             refresh_rejected_token(self.connection, self._access_token)
@@ -66,6 +73,30 @@ class ConnectionSession(TimeoutSession):
             response.close()
             response = super().request(method, url, *args, **kwargs)
         return response
+
+    def _refresh_ahead_of_expiry(self) -> None:
+        """Best effort while the token still works: a provider outage (or its backoff) must not
+        fail requests the current token can still make. Once it has expired, failures raise."""
+        now = timezone.now()
+        expires_at = self.connection.expires_at
+        still_valid = expires_at is not None and expires_at > now
+        retry_at = self.connection.retry_not_before
+        if still_valid and retry_at is not None and retry_at > now:
+            return
+        try:
+            refresh_connection(self.connection, due_within=self._leeway)
+        except ReauthorizationRequired:
+            raise
+        except ProviderError as err:
+            if not still_valid:
+                raise
+            logger.warning(
+                "%s: refresh ahead of expiry failed; using the current token meanwhile: %s",
+                self.connection,
+                err.detail,
+                extra={"connection_id": self.connection.pk, "provider": self.connection.provider},
+            )
+        self._use_stored_token()
 
     def _use_stored_token(self) -> None:
         self._access_token = self.connection.access_token
@@ -91,5 +122,15 @@ def _origin(url: str) -> str:
 
 
 def _resendable(kwargs: dict[str, Any]) -> bool:
+    """Whether the request can be sent a second time: a stream or file was consumed by the
+    first attempt, and resending it would send an empty body."""
     body = kwargs.get("data")
-    return body is None or isinstance(body, (str, bytes, dict, list, tuple))
+    if not (body is None or isinstance(body, (str, bytes, dict, list, tuple))):
+        return False
+    files = kwargs.get("files") or {}
+    values = files.values() if isinstance(files, dict) else [value for _, value in files]
+    for value in values:
+        content = value[1] if isinstance(value, (tuple, list)) and len(value) > 1 else value
+        if hasattr(content, "read"):
+            return False
+    return True

@@ -136,3 +136,23 @@ def test_every_call_has_a_timeout(http_mock: responses.RequestsMock, settings: o
 def test_provider_error_is_a_requests_http_error() -> None:
     # Callers that already catch requests.HTTPError keep working.
     assert issubclass(ProviderError, requests.HTTPError)
+
+
+def test_redirects_are_not_followed(http_mock: responses.RequestsMock) -> None:
+    # Following a 307 would re-send the client secret and refresh token to another host.
+    http_mock.add(
+        responses.POST, TOKEN_URL, status=307, headers={"Location": "https://evil.test/token"}
+    )
+    with pytest.raises(ProviderError, match="HTTP 307"):
+        post()
+    assert len(http_mock.calls) == 1
+
+
+def test_cookies_from_one_call_are_not_sent_on_the_next(
+    http_mock: responses.RequestsMock,
+) -> None:
+    http_mock.add(responses.POST, TOKEN_URL, json={}, headers={"Set-Cookie": "tenant=1; Path=/"})
+    http_mock.add(responses.POST, TOKEN_URL, json={})
+    post()
+    post()
+    assert "Cookie" not in http_mock.calls[1].request.headers

@@ -22,6 +22,7 @@ from oauth_connect.exceptions import (
     ReauthorizationRequired,
 )
 from oauth_connect.models import ClientCredentials, Connection
+from oauth_connect.providers import OAuth2Provider
 from oauth_connect.services import refresh_connection, refresh_rejected_token
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, TOKEN_URL, token_body
 
@@ -358,3 +359,41 @@ def test_threads_racing_on_one_expired_token_cause_one_refresh(
     assert calls == ["refresh-token-1"]
     assert outcomes == ["access-token-2"] * threads_count
     assert Connection.objects.get(pk=connection.pk).refresh_token == "refresh-token-2"
+
+
+@pytest.mark.parametrize("expires_in", ["1e400", "NaN", -5, 10**20, "soon"])
+def test_a_nonsense_lifetime_still_stores_the_rotated_tokens(
+    http_mock: responses.RequestsMock, make_connection: Any, expires_in: Any
+) -> None:
+    # The provider has already rotated the refresh token: dropping its answer would kill the
+    # connection. An unknown expiry just means "refresh on the first 401".
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(2, expires_in=expires_in))
+    connection = expired(make_connection)
+    refresh_connection(connection)
+    stored = Connection.objects.get(pk=connection.pk)
+    assert stored.refresh_token == "refresh-token-2"
+    assert stored.expires_at is None
+    assert stored.status == Connection.Status.ACTIVE
+
+
+class Broken(OAuth2Provider):
+    def refresh(self, client: Any, connection: Any, oauth_client: Any) -> Any:
+        return {}["missing"]
+
+
+def test_a_provider_class_bug_marks_the_connection_failed(
+    make_connection: Any, settings: Any
+) -> None:
+    settings.OAUTH_CONNECT["PROVIDERS"]["apicbase"]["CLASS"] = "tests.services.test_refresh.Broken"
+    connection = expired(make_connection)
+    with pytest.raises(ProviderError, match=r"Broken.refresh\(\) failed unexpectedly \(KeyError\)"):
+        refresh_connection(connection)
+    assert connection.status == Connection.Status.ERROR
+
+
+def test_forced_refresh_without_refresh_token_leaves_a_valid_token_alone(
+    make_connection: Any, http_mock: responses.RequestsMock
+) -> None:
+    connection = make_connection(refresh_token="")  # valid for an hour
+    assert refresh_connection(connection, force=True) is False
+    assert connection.status == Connection.Status.ACTIVE

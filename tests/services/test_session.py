@@ -171,3 +171,46 @@ def test_unusable_connection_raises_at_once(
 def test_session_repr_has_no_token(make_connection: Any) -> None:
     session = make_connection().session()
     assert "access-token-1" not in repr(session)
+
+
+def test_upload_of_a_file_is_not_retried_after_401(
+    http_mock: responses.RequestsMock, make_connection: Any
+) -> None:
+    import io
+
+    http_mock.add(responses.POST, ME, status=401)
+    response = (
+        make_connection()
+        .session()
+        .post("accounts/me/", files={"upload": ("a.txt", io.BytesIO(b"content"))})
+    )
+    assert response.status_code == 401
+    assert len(http_mock.calls) == 1
+
+
+def test_provider_outage_before_expiry_does_not_fail_requests(
+    http_mock: responses.RequestsMock, make_connection: Any, frozen_now: Any
+) -> None:
+    http_mock.add(responses.POST, TOKEN_URL, status=503, body="down")
+    http_mock.add(responses.GET, ME, json={})
+    http_mock.add(responses.GET, ME, json={})
+    connection = make_connection(expires_at=frozen_now + timedelta(minutes=2))
+    session = connection.session()
+
+    assert session.get("accounts/me/").status_code == 200  # tried to refresh, used the token
+    assert session.get("accounts/me/").status_code == 200  # backing off: no second attempt
+
+    assert [c.request.method for c in http_mock.calls] == ["POST", "GET", "GET"]
+    assert auth_of(http_mock.calls[2]) == "Bearer access-token-1"
+    assert Connection.objects.get(pk=connection.pk).status == Connection.Status.ERROR
+
+
+def test_provider_outage_after_expiry_raises(
+    http_mock: responses.RequestsMock, make_connection: Any, frozen_now: Any
+) -> None:
+    from oauth_connect.exceptions import ProviderError
+
+    http_mock.add(responses.POST, TOKEN_URL, status=503, body="down")
+    connection = make_connection(expires_at=frozen_now - timedelta(seconds=1))
+    with pytest.raises(ProviderError, match="HTTP 503"):
+        connection.session().get("accounts/me/")

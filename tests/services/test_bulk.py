@@ -1,0 +1,70 @@
+"""refresh_due_connections: what is due, concurrent runs, races, worker failures."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import responses
+
+from oauth_connect.models import Connection
+from oauth_connect.services import refresh_due_connections
+from tests.conftest import TOKEN_URL, token_body
+
+DAY = timedelta(days=1)
+
+
+@pytest.mark.django_db
+def test_runs_starting_together_refresh_a_connection_once(
+    http_mock: responses.RequestsMock, make_connection: Any, frozen_now: Any
+) -> None:
+    # Tokens that live an hour stay "due" under --within 1d after a refresh; a second run that
+    # started at the same moment must still not refresh them again.
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(2))
+    connection = make_connection(expires_at=frozen_now + timedelta(minutes=30))
+
+    first = refresh_due_connections(DAY)
+    second = refresh_due_connections(DAY)
+
+    assert (first.count("refreshed"), second.count("skipped")) == (1, 1)
+    assert second.count("refreshed") == 0
+    assert Connection.objects.get(pk=connection.pk).access_token == "access-token-2"
+
+
+@pytest.mark.django_db
+def test_connection_marked_for_reauthorization_meanwhile_is_skipped_not_failed(
+    make_connection: Any, frozen_now: Any, monkeypatch: Any, http_mock: responses.RequestsMock
+) -> None:
+    connection = make_connection(expires_at=frozen_now + timedelta(minutes=30))
+    from oauth_connect.services import bulk
+
+    listed = bulk._pages
+
+    def list_then_change(queryset: Any) -> Any:
+        pks = list(listed(queryset))
+        # Between listing and locking, another run found the grant dead.
+        Connection.objects.filter(pk=connection.pk).update(status="reauth_required")
+        return iter(pks)
+
+    monkeypatch.setattr(bulk, "_pages", list_then_change)
+    summary = refresh_due_connections(DAY)
+    assert (summary.count("skipped"), summary.failed) == (1, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_reporter_stops_the_run_instead_of_hanging(
+    http_mock: responses.RequestsMock, make_connection: Any
+) -> None:
+    http_mock.assert_all_requests_are_fired = False
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(2))
+    from django.utils import timezone
+
+    for n in range(6):
+        make_connection(label=f"l{n}", expires_at=timezone.now() + timedelta(minutes=5))
+
+    def broken_pipe(result: Any) -> None:
+        raise BrokenPipeError("stdout closed")
+
+    with pytest.raises(BrokenPipeError):
+        refresh_due_connections(DAY, workers=2, on_result=broken_pipe)
