@@ -47,7 +47,7 @@ class ConnectionSession(TimeoutSession):
     """Relative URLs (with or without a leading slash) are appended to the provider's API URL.
     Absolute URLs must point at the API's own scheme, host and port: the token is never sent
     anywhere else. One session per thread, as with any ``requests.Session``. A request body
-    that is a stream can't be resent, so a request with one is not retried after a 401."""
+    that is a stream or an open file can't be sent twice, so it is not retried after a 401."""
 
     def __init__(self, connection: Connection, *, timeout: float | None = None) -> None:
         super().__init__(timeout)
