@@ -19,6 +19,7 @@ from oauth_connect.services.authorize import SESSION_KEY
 from tests.conftest import (
     AUTHORIZE_URL,
     CLIENT_ID,
+    NOW,
     REVOKE_URL,
     TOKEN_URL,
     apicbase_settings,
@@ -181,7 +182,7 @@ def test_bad_callbacks_change_nothing(
 
 
 def test_expired_state_is_rejected(logged_in_client: Client) -> None:
-    with time_machine.travel("2026-11-23 12:00Z", tick=False) as traveller:
+    with time_machine.travel(NOW, tick=False) as traveller:
         state = start(logged_in_client)["state"][0]
         traveller.shift(timedelta(minutes=11))  # STATE_TTL is 10 minutes
         response = logged_in_client.get(CALLBACK, {"code": "c", "state": state})
