@@ -56,6 +56,11 @@ class ConnectionUnavailable(OAuthConnectError):
     """The connection can't be used as it stands (disconnected): a person must reconnect it."""
 
 
+class UnsupportedOperation(OAuthConnectError):
+    """The provider (or this connection) can't do what was asked, e.g. rotate a token without a
+    stored password. The message says what would make it possible."""
+
+
 class UnsafeURLError(OAuthConnectError, ValueError):
     """A request through ``connection.session()`` aimed at a host other than the provider's API,
     which would hand that host the tenant's token."""
@@ -110,3 +115,12 @@ class InvalidState(AuthorizationError):
 
 class AccessDenied(AuthorizationError):
     """The user (or the provider) declined the authorization."""
+
+
+class InvalidCredentials(AuthorizationError, ValueError):
+    """Connecting with credentials failed because of what was typed: missing or unknown fields,
+    or the provider refused them. ``field`` names the offending field when there is one."""
+
+    def __init__(self, message: str, *, field: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.field = field

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,10 @@ class Connection(models.Model):
     refresh_token = EncryptedTextField(_("refresh token"), blank=True, default="")
     token_type = models.CharField(_("token type"), max_length=40, default="Bearer")
     scopes = models.TextField(_("granted scopes"), blank=True, default="")
+    # Non-secret details of the account connected (username, base URL...), shown to people.
+    account = models.JSONField(_("account"), default=dict, blank=True)
+    # Secrets a refresh needs again (a password), as encrypted JSON; empty when not kept.
+    credentials = EncryptedTextField(_("stored credentials"), blank=True, default="")
     # Which OAuth client issued these tokens: refreshes must use the same one.
     client_id = models.CharField(_("client id"), max_length=255, blank=True, default="")
     expires_at = models.DateTimeField(_("access token expires at"), null=True, blank=True)
@@ -106,6 +111,20 @@ class Connection(models.Model):
     def scope_list(self) -> list[str]:
         return self.scopes.split()
 
+    @property
+    def has_stored_credentials(self) -> bool:
+        """Whether secrets (a password) are kept; answered without decrypting them."""
+        return bool(self.__dict__.get("credentials"))
+
+    def stored_credential(self, name: str) -> str:
+        """One kept secret (e.g. ``"password"``), or "" when it isn't kept."""
+        if not self.credentials:
+            return ""
+        return str(json.loads(self.credentials).get(name) or "")
+
+    def keep_credentials(self, secrets: dict[str, str]) -> None:
+        self.credentials = json.dumps(secrets) if secrets else ""
+
     def expires_within(self, delta: timedelta, now: datetime | None = None) -> bool:
         """Whether the access token expires within ``delta`` (False when its expiry is unknown)."""
         if self.expires_at is None:
@@ -157,6 +176,7 @@ class ClientCredentials(models.Model):
 class EventKind(models.TextChoices):
     CONNECTED = "connected", _("Connected")
     REFRESHED = "refreshed", _("Refreshed")
+    ROTATED = "rotated", _("Token rotated")
     REFRESH_FAILED = "refresh_failed", _("Refresh failed")
     REAUTH_REQUIRED = "reauth_required", _("Reauthorization required")
     RECOVERED = "recovered", _("Recovered")

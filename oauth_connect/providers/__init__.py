@@ -1,8 +1,16 @@
 """Providers: one module each, registered on import of this package."""
 
-from . import apicbase  # noqa: F401  (registers the built-in provider)
-from .base import OAuthClient, Provider, TokenSet
+from . import apicbase, custobar, teletracker  # noqa: F401  (register the built-ins)
+from .base import CredentialField, CredentialGrant, OAuthClient, Provider, TokenSet
 from .oauth2 import OAuth2Provider
 from .registry import register
 
-__all__ = ["OAuth2Provider", "OAuthClient", "Provider", "TokenSet", "register"]
+__all__ = [
+    "CredentialField",
+    "CredentialGrant",
+    "OAuth2Provider",
+    "OAuthClient",
+    "Provider",
+    "TokenSet",
+    "register",
+]

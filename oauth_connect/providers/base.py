@@ -31,6 +31,30 @@ class TokenSet:
     scopes: list[str] | None = None
     expires_at: datetime | None = None
     refresh_expires_at: datetime | None = None
+    #: Something the event log should say about how these tokens were obtained.
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class CredentialField:
+    """One thing a person types to connect a credential provider (username, password...)."""
+
+    name: str
+    label: str
+    required: bool = True
+    #: A secret is never shown again, and stored (encrypted) only if the operator keeps it.
+    secret: bool = False
+    help_text: str = ""
+
+
+@dataclass(frozen=True)
+class CredentialGrant:
+    """What connecting with credentials produced: the tokens, the non-secret account details
+    shown to people (``account``), and the secrets a later refresh needs again (``secrets``)."""
+
+    tokens: TokenSet
+    account: dict[str, Any] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -83,6 +107,10 @@ class Provider:
     expired_token_statuses: ClassVar[frozenset[int]] = frozenset({401})
     #: True when users connect through a redirect to the provider (OAuth2 authorization code).
     uses_redirect: ClassVar[bool] = False
+    #: What a person types to connect, for providers that exchange credentials for tokens.
+    credential_fields: ClassVar[tuple[CredentialField, ...]] = ()
+    #: Whether :meth:`rotate` can replace the token on demand.
+    supports_rotation: ClassVar[bool] = False
 
     def __init__(self, provider_id: str, settings: Mapping[str, Any] | None = None) -> None:
         self.provider_id = provider_id
@@ -126,6 +154,24 @@ class Provider:
         Never store anything: the service layer does that, atomically.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement refresh()")
+
+    def connect_with_credentials(
+        self, client: ProviderClient, credentials: dict[str, str]
+    ) -> CredentialGrant:
+        """Exchange what a person typed (``credential_fields``, validated) for tokens.
+
+        Raise :class:`~oauth_connect.exceptions.ReauthorizationRequired` when the provider
+        refuses the credentials, another ``ProviderError`` for anything else.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement connect_with_credentials() to connect "
+            "without a redirect"
+        )
+
+    def rotate(self, client: ProviderClient, connection: Connection) -> TokenSet:
+        """Replace the connection's token with a new one at the provider (``supports_rotation``).
+        Same errors as :meth:`refresh`."""
+        raise NotImplementedError(f"{type(self).__name__} must implement rotate()")
 
     def revoke(
         self, client: ProviderClient, connection: Connection, oauth_client: OAuthClient | None

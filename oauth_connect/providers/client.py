@@ -57,24 +57,30 @@ class ProviderClient:
         *,
         auth: tuple[str, str] | None = None,
         what: str = "token endpoint",
+        refused: frozenset[int] = frozenset(),
     ) -> dict[str, Any]:
-        """POST ``data`` form-encoded and return the JSON object the provider answered."""
+        """POST ``data`` form-encoded and return the JSON object the provider answered.
+
+        ``refused`` lists statuses with which this endpoint says "those credentials (or that
+        grant) are no good": they raise ``ReauthorizationRequired`` whatever the body says.
+        """
         secrets = [*secret_values(data), *(auth or ())]
         response = self._send("POST", url, what, secrets, data=data, auth=auth)
-        return self._json(response, what, secrets)
+        return self._json(response, what, secrets, refused)
 
-    def get_json(
+    def request_json(
         self,
+        method: str,
         url: str,
         *,
-        auth: Any = None,
-        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
         what: str = "endpoint",
-        secrets: list[str] | None = None,
+        refused: frozenset[int] = frozenset(),
     ) -> dict[str, Any]:
-        secrets = [*(secrets or ()), *(auth if isinstance(auth, tuple) else ())]
-        response = self._send("GET", url, what, secrets, auth=auth, headers=headers)
-        return self._json(response, what, secrets)
+        """Send a bodyless request (e.g. GET with HTTP basic) and return the JSON object."""
+        secrets = list(auth or ())
+        response = self._send(method, url, what, secrets, auth=auth)
+        return self._json(response, what, secrets, refused)
 
     def send(self, method: str, url: str, *, what: str, secrets: list[str], **kwargs: Any) -> Any:
         """Send a request and return the response, whatever its status (network errors raise)."""
@@ -112,9 +118,21 @@ class ProviderClient:
                 f'OAUTH_CONNECT["PROVIDERS"]["{self.provider_id}"] and the network.',
             ) from err
 
-    def _json(self, response: requests.Response, what: str, secrets: list[str]) -> dict[str, Any]:
+    def _json(
+        self,
+        response: requests.Response,
+        what: str,
+        secrets: list[str],
+        refused: frozenset[int] = frozenset(),
+    ) -> dict[str, Any]:
         where = self._where(what, response.url or "")
         status = response.status_code
+        if status in refused:
+            raise self._error(
+                ReauthorizationRequired,
+                f"{where} refused the credentials (HTTP {status}).",
+                status_code=status,
+            )
         try:
             body = response.json()
         except ValueError:

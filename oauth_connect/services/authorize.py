@@ -14,7 +14,6 @@ from typing import Any
 
 from django.http import HttpRequest, QueryDict
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from .. import conf
@@ -26,14 +25,12 @@ from ..exceptions import (
     InvalidState,
     ProviderError,
 )
-from ..models import Connection, ConnectionEvent
+from ..models import Connection
 from ..providers import registry
 from ..providers.client import ProviderClient
 from ..providers.oauth2 import OAuth2Provider
+from .connect import save_grant
 from .credentials import require_oauth_client
-from .events import record_event
-from .refresh import locked_connection
-from .revoke import previous_grant, revoke_at_provider
 
 SESSION_KEY = "oauth_connect_pending"
 # A user may start a few flows in parallel tabs; more than this and the oldest is dropped.
@@ -139,34 +136,14 @@ def complete_authorization(
             % {"provider": provider.display_name, "reason": err.detail},
             provider=provider_id,
         ) from err
-    connection, _created = Connection.objects.get_or_create(
-        tenant=tenant, provider=provider_id, label=pending.label
+    connection = save_grant(
+        tenant,
+        provider_id,
+        pending.label,
+        tokens,
+        client_id=oauth_client.client_id,
+        note=f"Authorized with scopes: {' '.join(tokens.scopes or []) or 'none stated'}.",
     )
-    # Under the refresh lock, so a refresh of the grant being replaced can't write over it.
-    with locked_connection(connection.pk) as current:
-        replaced = previous_grant(current, replaced_by=tokens)
-        current.access_token = tokens.access_token
-        if tokens.refresh_token is not None:
-            # None: the provider sent none this time (some re-consents don't); keep ours.
-            current.refresh_token = tokens.refresh_token
-        current.token_type = tokens.token_type
-        current.scopes = " ".join(tokens.scopes or [])
-        current.client_id = oauth_client.client_id
-        current.expires_at = tokens.expires_at
-        current.refresh_expires_at = tokens.refresh_expires_at
-        current.last_refreshed_at = timezone.now()
-        current.status = Connection.Status.ACTIVE
-        current.last_error = ""
-        current.consecutive_failures = 0
-        current.retry_not_before = None
-        current.save()
-        note = f"Authorized with scopes: {current.scopes or 'none stated'}."
-        if replaced is not None:
-            # The grant this one replaces would otherwise stay valid at the provider, out of
-            # reach of any later disconnect.
-            note += f" Previous grant: {revoke_at_provider(replaced)}"
-        record_event(current, ConnectionEvent.Kind.CONNECTED, note)
-    connection = current
     return AuthorizationResult(connection=connection, next_url=pending.next_url)
 
 

@@ -28,6 +28,7 @@ from ..exceptions import (
     OAuthConnectError,
     ProviderError,
     ReauthorizationRequired,
+    UnsupportedOperation,
 )
 from ..models import Connection, ConnectionEvent
 from ..providers.base import TokenSet
@@ -57,21 +58,31 @@ def refresh_connection(
 def refresh_rejected_token(connection: Connection, rejected_access_token: str) -> bool:
     """Refresh after the API rejected ``rejected_access_token`` (a 401), unless another worker
     has already replaced it, in which case ``connection`` just picks up the new token."""
-    return refresh_when(connection, lambda current: current.access_token == rejected_access_token)
+    return refresh_when(
+        connection,
+        lambda current: current.access_token == rejected_access_token,
+        token_rejected=True,
+    )
 
 
-def refresh_when(connection: Connection, should_refresh: Callable[[Connection], bool]) -> bool:
+def refresh_when(
+    connection: Connection,
+    should_refresh: Callable[[Connection], bool],
+    *,
+    token_rejected: bool = False,
+) -> bool:
     """Refresh ``connection`` if ``should_refresh(current)`` says so, where ``current`` is the
     connection as stored, read under the row lock. The general form of the functions above.
 
     Raises ``ConnectionUnavailable`` for a disconnected connection and ``AwaitingReauthorization``
-    for one already waiting for a person, without calling the provider.
+    for one already waiting for a person, without calling the provider. ``token_rejected``
+    says the API refused the access token: with nothing to refresh it with, that needs a person.
     """
     failure: OAuthConnectError | None = None
     refreshed = False
     with locked_connection(connection.pk) as current:
         try:
-            refreshed = _refresh_locked(current, should_refresh)
+            refreshed = _refresh_locked(current, should_refresh, token_rejected)
         except AwaitingReauthorization:
             raise
         except ReauthorizationRequired as err:
@@ -133,7 +144,9 @@ def _load(queryset: Any, pk: int) -> Connection:
         raise ConnectionUnavailable(f"Connection #{pk} no longer exists.") from err
 
 
-def _refresh_locked(current: Connection, should_refresh: Callable[[Connection], bool]) -> bool:
+def _refresh_locked(
+    current: Connection, should_refresh: Callable[[Connection], bool], token_rejected: bool
+) -> bool:
     if current.status == Status.DISCONNECTED:
         raise ConnectionUnavailable(
             "It is disconnected. Connect it again from the Connections page.",
@@ -146,11 +159,11 @@ def _refresh_locked(current: Connection, should_refresh: Callable[[Connection], 
         return False
     provider = current.get_provider()
     if not provider.can_refresh(current):
-        if not current.expires_within(timedelta(0)):
+        if not (token_rejected or current.expires_within(timedelta(0))):
             return False  # nothing to refresh with, but the token still works
         raise ReauthorizationRequired(
-            f"The access token has expired and {provider.display_name} issued no refresh token. "
-            "Someone must reconnect.",
+            f"{provider.display_name} no longer accepts the token, and nothing is stored to get "
+            "a new one with (no refresh token or password). Someone must reconnect.",
             connection=current,
         )
     client = ProviderClient(provider.provider_id, connection=current)
@@ -189,10 +202,45 @@ def _rotated_elsewhere(current: Connection) -> bool:
     return True
 
 
+def rotate_token(connection: Connection) -> None:
+    """Have the provider replace the connection's token with a new one (e.g. Custobar's
+    "new access token") and store it atomically. The old token stops working at once.
+
+    Raises ``UnsupportedOperation`` when the provider can't rotate, ``ReauthorizationRequired``
+    when it refuses the stored credentials (the connection is then ``reauth_required``), and
+    ``ProviderError`` for anything else (the current token is kept and still works).
+    """
+    if not connection.get_provider().supports_rotation:
+        raise UnsupportedOperation(
+            f"{connection.provider_name} tokens can't be rotated on demand.", connection=connection
+        )
+    failure: ReauthorizationRequired | None = None
+    with locked_connection(connection.pk) as current:
+        if current.status == Status.DISCONNECTED:
+            raise ConnectionUnavailable(
+                "It is disconnected. Connect it again from the Connections page.",
+                connection=current,
+            )
+        provider = current.get_provider()
+        client = ProviderClient(provider.provider_id, connection=current)
+        try:
+            tokens = provider.rotate(client, current)
+        except ReauthorizationRequired as err:
+            _mark_reauth_required(current, err)
+            failure = err
+        else:
+            _store_refreshed(current, tokens, Kind.ROTATED)
+    _copy_state(current, connection)
+    if failure is not None:
+        raise failure
+
+
 # State changes --------------------------------------------------------------------------------
 
 
-def _store_refreshed(current: Connection, tokens: TokenSet) -> None:
+def _store_refreshed(
+    current: Connection, tokens: TokenSet, kind: str = ConnectionEvent.Kind.REFRESHED
+) -> None:
     now = timezone.now()
     recovered = current.consecutive_failures > 0 or current.status == Status.ERROR
     current.access_token = tokens.access_token
@@ -213,7 +261,7 @@ def _store_refreshed(current: Connection, tokens: TokenSet) -> None:
     current.retry_not_before = None
     with transaction.atomic(using=current._state.db):
         current.save()
-        record_event(current, Kind.REFRESHED)
+        record_event(current, kind, tokens.note)
         if recovered:
             record_event(current, Kind.RECOVERED, "Refreshed after earlier failures.")
 

@@ -258,7 +258,7 @@ def test_expired_without_refresh_token_requires_reauthorization(
     make_connection: Any, http_mock: responses.RequestsMock
 ) -> None:
     connection = expired(make_connection, refresh_token="")
-    with pytest.raises(ReauthorizationRequired, match="issued no refresh token"):
+    with pytest.raises(ReauthorizationRequired, match="nothing is stored to get a new one"):
         refresh_connection(connection)
     assert connection.status == Connection.Status.REAUTH_REQUIRED
 

@@ -1,0 +1,135 @@
+"""Storing a new grant, and connecting providers that take credentials instead of a redirect."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+
+from ..exceptions import (
+    ConfigurationError,
+    InvalidCredentials,
+    ProviderError,
+    ReauthorizationRequired,
+)
+from ..models import Connection, ConnectionEvent
+from ..providers import registry
+from ..providers.base import Provider, TokenSet
+from ..providers.client import ProviderClient
+from .events import record_event
+from .refresh import locked_connection
+from .revoke import previous_grant, revoke_at_provider
+
+
+def connect_with_credentials(
+    tenant: Any,
+    provider_id: str,
+    label: str = "",
+    *,
+    keep_password: bool = True,
+    **credentials: str,
+) -> Connection:
+    """Exchange ``credentials`` (the provider's ``credential_fields``, e.g. ``username`` and
+    ``password``) for tokens and store the connection; return it.
+
+    ``keep_password=False`` stores only the tokens: when they stop working, a person must
+    reconnect. Raises ``InvalidCredentials`` (missing, unknown or refused credentials) or
+    ``AuthorizationError`` (the provider failed), storing nothing.
+    """
+    provider = registry.get(provider_id)
+    if provider.uses_redirect or not provider.credential_fields:
+        raise ConfigurationError(
+            f"{provider.display_name} connects through an authorization redirect, not with "
+            "credentials.",
+            provider=provider_id,
+        )
+    cleaned = _validated(provider, credentials)
+    try:
+        grant = provider.connect_with_credentials(ProviderClient(provider_id), cleaned)
+    except ReauthorizationRequired as err:
+        raise InvalidCredentials(
+            f"{provider.display_name} did not accept these credentials. Check them and try again.",
+            provider=provider_id,
+        ) from err
+    except ProviderError as err:
+        raise InvalidCredentials(
+            f"Could not connect {provider.display_name}: {err.detail} Please try again later.",
+            provider=provider_id,
+        ) from err
+    return save_grant(
+        tenant,
+        provider_id,
+        label,
+        grant.tokens,
+        account=grant.account,
+        credentials=grant.secrets if keep_password else {},
+        note=f"Connected as {grant.account.get('username') or 'the given account'}; "
+        f"password {'kept (encrypted)' if keep_password else 'not kept'}.",
+    )
+
+
+def save_grant(
+    tenant: Any,
+    provider_id: str,
+    label: str,
+    tokens: TokenSet,
+    *,
+    client_id: str = "",
+    account: dict[str, Any] | None = None,
+    credentials: dict[str, str] | None = None,
+    note: str = "",
+) -> Connection:
+    """Store a newly granted token set as the tenant's (provider, label) connection, creating it
+    or replacing what it held, and revoke the grant it replaces."""
+    connection, _created = Connection.objects.get_or_create(
+        tenant=tenant, provider=provider_id, label=label
+    )
+    # Under the refresh lock, so a refresh of the grant being replaced can't write over it.
+    with locked_connection(connection.pk) as current:
+        replaced = previous_grant(current, replaced_by=tokens)
+        current.access_token = tokens.access_token
+        if tokens.refresh_token is not None:
+            # None: the provider sent none this time (some re-consents don't); keep ours.
+            current.refresh_token = tokens.refresh_token
+        current.token_type = tokens.token_type
+        current.scopes = " ".join(tokens.scopes or [])
+        current.client_id = client_id
+        current.account = account or {}
+        current.keep_credentials(credentials or {})
+        current.expires_at = tokens.expires_at
+        current.refresh_expires_at = tokens.refresh_expires_at
+        current.last_refreshed_at = timezone.now()
+        current.status = Connection.Status.ACTIVE
+        current.last_error = ""
+        current.consecutive_failures = 0
+        current.retry_not_before = None
+        current.save()
+        if replaced is not None:
+            # The grant this one replaces would otherwise stay valid at the provider, out of
+            # reach of any later disconnect.
+            note = f"{note} Previous grant: {revoke_at_provider(replaced)}".strip()
+        record_event(current, ConnectionEvent.Kind.CONNECTED, note)
+    return current
+
+
+def _validated(provider: Provider, credentials: dict[str, str]) -> dict[str, str]:
+    fields = {field.name: field for field in provider.credential_fields}
+    unknown = sorted(set(credentials) - set(fields))
+    if unknown:
+        raise InvalidCredentials(
+            f"{provider.display_name} takes {', '.join(fields)}; not {', '.join(unknown)}.",
+            field=unknown[0],
+            provider=provider.provider_id,
+        )
+    cleaned = {}
+    for name, field in fields.items():
+        value = str(credentials.get(name) or "").strip()
+        if field.required and not value:
+            raise InvalidCredentials(
+                f"{field.label} is required to connect {provider.display_name}.",
+                field=name,
+                provider=provider.provider_id,
+            )
+        if value:
+            cleaned[name] = value
+    return cleaned
