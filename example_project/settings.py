@@ -106,6 +106,22 @@ else:
         "CLIENT_SECRET": env("APICBASE_CLIENT_SECRET"),
     }
 
+# Custobar and TeleTracker take a username and password; the sandbox fakes both APIs.
+CUSTOBAR = (
+    {"BASE_URL": f"{SITE_URL}/sandbox/custobar/{{company}}/"}
+    if env.bool("CUSTOBAR_SANDBOX", default=True)
+    else {}
+)
+TELETRACKER = (
+    {
+        "API_URL": f"{SITE_URL}/sandbox/teletracker/",
+        "LOGIN_URL": f"{SITE_URL}/sandbox/teletracker/auth/login",
+        "REFRESH_URL": f"{SITE_URL}/sandbox/teletracker/auth/refresh",
+    }
+    if env.bool("TELETRACKER_SANDBOX", default=True)
+    else {}
+)
+
 OAUTH_CONNECT = {
     "ENCRYPTION_KEYS": env.list("OAUTH_CONNECT_KEYS", default=[DEMO_ENCRYPTION_KEY]),
     "TENANT_RESOLVER": "example_project.tenants.resolvers.current_organisation",
@@ -125,6 +141,8 @@ OAUTH_CONNECT = {
             "CLIENT_AUTH": "basic",
             "SCOPES": ["accounts"],
         },
+        "custobar": CUSTOBAR,
+        "teletracker": TELETRACKER,
     },
 }
 

@@ -67,6 +67,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         "tenant",
         "provider",
         "label",
+        "account_name",
         "status_badge",
         "expires_in",
         "last_refreshed_at",
@@ -74,7 +75,7 @@ class ConnectionAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "provider", ExpiringSoonFilter]
     list_select_related = ["tenant"]
-    actions = ["refresh_now", "disconnect"]
+    actions = ["refresh_now", "rotate_token", "disconnect"]
     inlines = [ConnectionEventInline]
     # Never the token fields: they are not in any form, list or detail page.
     fields = [
@@ -82,6 +83,8 @@ class ConnectionAdmin(admin.ModelAdmin):
         "provider",
         "label",
         "status",
+        "account",
+        "password_kept",
         "token_type",
         "scopes",
         "client_id",
@@ -95,6 +98,19 @@ class ConnectionAdmin(admin.ModelAdmin):
         "updated_at",
     ]
     readonly_fields = fields
+
+    @admin.display(description=_("account"))
+    def account_name(self, obj: Connection) -> str:
+        account = obj.account or {}
+        return str(account.get("username") or account.get("company") or "—")
+
+    @admin.display(description=_("password kept"), boolean=True)
+    def password_kept(self, obj: Connection) -> bool | None:
+        """Whether a password is kept to renew the token; None (unknown icon) for providers
+        that connect by redirect and never hold one."""
+        if not obj.account:
+            return None
+        return obj.has_stored_credentials
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Connections are made by authorizing at the provider, never typed in.
@@ -145,6 +161,20 @@ class ConnectionAdmin(admin.ModelAdmin):
                 self.message_user(request, str(err), messages.ERROR)
         if done:
             self.message_user(request, _("Refreshed %d connection(s).") % done, messages.SUCCESS)
+
+    @admin.action(description=_("Rotate token"), permissions=["change"])
+    def rotate_token(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        done = 0
+        for connection in queryset:
+            try:
+                services.rotate_token(connection)
+                done += 1
+            except OAuthConnectError as err:
+                self.message_user(request, str(err), messages.ERROR)
+        if done:
+            self.message_user(
+                request, _("Rotated the token of %d connection(s).") % done, messages.SUCCESS
+            )
 
     @admin.action(description=_("Disconnect"), permissions=["change"])
     def disconnect(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:

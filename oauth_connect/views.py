@@ -16,8 +16,8 @@ from django.utils.translation import gettext as _
 from django.views.generic import TemplateView, View
 
 from . import conf, services
-from .exceptions import AuthorizationError, ConfigurationError
-from .forms import ConnectForm
+from .exceptions import AuthorizationError, ConfigurationError, InvalidCredentials
+from .forms import ConnectForm, CredentialsForm
 from .models import Connection
 from .providers import registry
 from .providers.base import Provider
@@ -75,21 +75,29 @@ class ConnectionListView(TenantViewMixin, TemplateView):
 
 
 class ConnectView(TenantViewMixin, TemplateView):
-    """GET: what will be connected. POST: start the flow (redirect to the provider)."""
+    """GET: what will be connected. POST: start the redirect flow, or connect with the
+    credentials typed, depending on the provider."""
 
     template_name = "oauth_connect/connect.html"
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
-        context["provider"] = self.get_provider(self.kwargs["provider"])
-        context.setdefault(
-            "form",
-            ConnectForm(initial={"next": self.safe_next(self.request.GET.get("next", ""))}),
-        )
+        provider = context["provider"] = self.get_provider(self.kwargs["provider"])
+        if "form" not in context:
+            initial = {
+                "next": self.safe_next(self.request.GET.get("next", "")),
+                "label": self.request.GET.get("label", ""),
+            }
+            context["form"] = (
+                ConnectForm(initial=initial)
+                if provider.uses_redirect
+                else CredentialsForm(provider, initial=initial)
+            )
         return context
 
     def post(self, request: HttpRequest, provider: str) -> HttpResponse:
-        self.get_provider(provider)
+        if not self.get_provider(provider).uses_redirect:
+            return self.connect_with_credentials(request, provider)
         form = ConnectForm(request.POST)
         if not form.is_valid():
             return self.render_to_response(self.get_context_data(form=form))
@@ -117,6 +125,27 @@ class ConnectView(TenantViewMixin, TemplateView):
             )
             return redirect("oauth_connect:list")
         return HttpResponseRedirect(url)
+
+    def connect_with_credentials(self, request: HttpRequest, provider_id: str) -> HttpResponse:
+        provider = self.get_provider(provider_id)
+        form = CredentialsForm(provider, request.POST)
+        if form.is_valid():
+            try:
+                services.connect_with_credentials(
+                    self.tenant,
+                    provider_id,
+                    form.cleaned_data["label"],
+                    keep_password=form.keeps_password(),
+                    **form.credentials(),
+                )
+            except InvalidCredentials as err:
+                form.add_error(err.field if err.field in form.fields else None, str(err))
+            else:
+                messages.success(
+                    request, _("%(provider)s is connected.") % {"provider": provider.display_name}
+                )
+                return redirect("oauth_connect:list")
+        return self.render_to_response(self.get_context_data(form=form))
 
 
 class CallbackView(TenantViewMixin, View):

@@ -2,17 +2,21 @@
 
 from .authorize import complete_authorization, start_authorization
 from .bulk import due_connections, refresh_due_connections
+from .connect import connect_with_credentials
 from .disconnect import disconnect
-from .refresh import refresh_connection, refresh_rejected_token
+from .refresh import refresh_connection, refresh_rejected_token, refresh_when, rotate_token
 from .session import connection_session
 
 __all__ = [
     "complete_authorization",
+    "connect_with_credentials",
     "connection_session",
     "disconnect",
     "due_connections",
     "refresh_connection",
     "refresh_due_connections",
     "refresh_rejected_token",
+    "refresh_when",
+    "rotate_token",
     "start_authorization",
 ]
