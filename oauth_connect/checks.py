@@ -152,6 +152,9 @@ def _check_providers() -> list[CheckMessage]:
                     id="oauth_connect.E011",
                 )
             )
+        messages.extend(
+            Error(problem, id="oauth_connect.E013") for problem in provider.check_settings()
+        )
         if provider.settings.get("CLIENT_AUTH", "body") not in ("body", "basic"):
             messages.append(
                 Error(f'{where}["CLIENT_AUTH"] must be "body" or "basic".', id="oauth_connect.E012")

@@ -243,3 +243,13 @@ def test_manage_py_check_runs_our_checks(settings: Any) -> None:
 
     with pytest.raises(SystemCheckError, match=r"oauth_connect\.E003"):
         call_command("check")
+
+
+def test_provider_specific_setting_problems_are_reported(settings: Any) -> None:
+    settings.OAUTH_CONNECT = {
+        **settings.OAUTH_CONNECT,
+        "PROVIDERS": {"custobar": {"BASE_URL": "https://custobar.example/"}},
+    }
+    errors = [m for m in check_settings() if m.id == "oauth_connect.E013"]
+    assert len(errors) == 1
+    assert "{company}" in errors[0].msg and '["custobar"]["BASE_URL"]' in errors[0].msg

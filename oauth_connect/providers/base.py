@@ -180,6 +180,11 @@ class Provider:
         has no way to do that. Called on disconnect; a failure doesn't stop the disconnect."""
         return False
 
+    def check_settings(self) -> list[str]:
+        """Problems with this provider's settings beyond missing keys, each saying what to set
+        (reported by the system check ``oauth_connect.E013``)."""
+        return []
+
     def needs_oauth_client(self) -> bool:
         """Whether this provider authenticates with an OAuth client id/secret."""
         return False

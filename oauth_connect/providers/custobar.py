@@ -49,6 +49,14 @@ class CustobarProvider(Provider):
         CredentialField("password", _("Password"), secret=True),
     )
 
+    def check_settings(self) -> list[str]:
+        if "{company}" not in str(self.settings.get("BASE_URL") or ""):
+            return [
+                f'OAUTH_CONNECT["PROVIDERS"]["{self.provider_id}"]["BASE_URL"] must contain '
+                '{company}, e.g. "https://{company}.custobar.com/".'
+            ]
+        return []
+
     # Connecting -------------------------------------------------------------------------------
 
     def connect_with_credentials(
