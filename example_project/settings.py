@@ -158,6 +158,8 @@ OAUTH2_PROVIDER = {
     "ROTATE_REFRESH_TOKEN": True,
     "PKCE_REQUIRED": True,
 }
+# The fake TeleTracker's token lifetime (the real one is an hour); lower it to watch refreshes.
+SANDBOX_TELETRACKER_TOKEN_SECONDS = env.int("SANDBOX_TELETRACKER_TOKEN_SECONDS", default=3600)
 
 LOGGING = {
     "version": 1,

@@ -28,7 +28,9 @@ REVOKE_URL = "https://api.apicbase.test/oauth/revoke/"
 API_URL = "https://api.apicbase.test/api/v1/"
 CLIENT_ID = "settings-client-id"
 CLIENT_SECRET = "settings-client-secret-value"
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=dt_timezone.utc)
+# The frozen clock starts at the real time (to the minute), so objects a fixture made before
+# freezing (with the real clock) and the frozen tests agree on what is past and future.
+NOW = datetime.now(dt_timezone.utc).replace(second=0, microsecond=0)
 
 
 def apicbase_settings(**overrides: Any) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext_lazy as _
 
+from .._internal.redact import redact
 from ..exceptions import ProviderError, ReauthorizationRequired
 from .base import CredentialField, CredentialGrant, Provider, TokenSet, expiry_from_lifetime
 from .registry import register
@@ -83,7 +84,7 @@ class TeleTrackerProvider(Provider):
                     {"refresh_token": connection.refresh_token},
                     refused=REFUSED,
                 )
-                return self._tokens(body)
+                return self._tokens(body, secrets=[connection.refresh_token])
             except ReauthorizationRequired as err:
                 reason = f"the refresh token was refused ({err.detail})"
         password = connection.stored_credential("password")
@@ -105,11 +106,14 @@ class TeleTrackerProvider(Provider):
         body = client.post_form(
             str(self.setting("LOGIN_URL")), data, what="login endpoint", refused=REFUSED
         )
-        return self._tokens(body)
+        return self._tokens(body, secrets=[password])
 
-    def _tokens(self, body: dict[str, Any]) -> TokenSet:
+    def _tokens(self, body: dict[str, Any], secrets: list[str]) -> TokenSet:
         if body.get("success") is not True:
-            said = f" ({str(body['message'])[:200]})" if body.get("message") else ""
+            # The vendor's own words may echo what we sent: scrub it before it reaches an
+            # error, the event log or a page.
+            message = redact(str(body.get("message") or "")[:200], secrets)
+            said = f" ({message})" if message else ""
             raise ProviderError(
                 f"TeleTracker answered success: {body.get('success')!r}{said}.",
                 provider=self.provider_id,

@@ -21,6 +21,8 @@ def disconnect(connection: Connection) -> None:
                 note += " Tokens wiped here anyway."
         current.access_token = ""
         current.refresh_token = ""
+        # A disconnected connection has no use for a kept password: don't hold on to it.
+        current.keep_credentials({})
         current.expires_at = None
         current.refresh_expires_at = None
         current.status = Connection.Status.DISCONNECTED

@@ -1,5 +1,6 @@
-"""End-to-end fixtures: the example project's django-oauth-toolkit sandbox, served by a live
-server, stands in for Apicbase; a ``requests.Session`` stands in for the person's browser.
+"""End-to-end fixtures: the example project's sandbox, served by a live server, stands in for
+Apicbase (django-oauth-toolkit), Custobar and TeleTracker; a ``requests.Session`` stands in for
+the person's browser.
 
 Everything goes over real HTTP: the browser to our pages and to the sandbox's consent page, and
 ``oauth_connect`` to the sandbox's token, revocation and API endpoints.
@@ -59,6 +60,21 @@ class _FormInputs(HTMLParser):
             self._in_form = False
 
 
+def record_statuses(session: requests.Session) -> list[int]:
+    """The status of every response ``session`` receives, retries included."""
+    statuses: list[int] = []
+
+    def record(response: requests.Response, **kwargs: Any) -> None:
+        statuses.append(response.status_code)
+
+    session.hooks["response"].append(record)
+    return statuses
+
+
+def event_kinds(connection: Connection) -> list[str]:
+    return list(connection.events.order_by("pk").values_list("kind", flat=True))
+
+
 def hidden_inputs(html: str) -> dict[str, str]:
     parser = _FormInputs()
     parser.feed(html)
@@ -99,6 +115,24 @@ class Sandbox:
         return browser.post(
             self.absolute(path), data={"csrfmiddlewaretoken": browser.cookies["csrftoken"], **data}
         )
+
+    def connect_with_credentials(
+        self, browser: requests.Session, provider: str, **fields: str
+    ) -> requests.Response:
+        """Fill in and submit a credential provider's connect form (Custobar, TeleTracker):
+        ``fields`` are the provider's credential fields, ``label`` and ``password_storage``
+        ("keep" unless given). Returns the page we end on: the Connections page on success,
+        the form again (200) with its errors otherwise."""
+        form = browser.get(self.absolute(f"/connections/{provider}/connect/"))
+        form.raise_for_status()
+        assert 'name="password_storage"' in form.text, form.text[:500]
+        response = self.post(
+            browser,
+            f"/connections/{provider}/connect/",
+            **{"label": "", "password_storage": "keep", **fields},
+        )
+        response.raise_for_status()
+        return response
 
     def consent_page(
         self, browser: requests.Session, provider: str, label: str = ""
@@ -171,8 +205,9 @@ def fast_password_hashing(settings: Any) -> None:
 
 @pytest.fixture
 def sandbox(live_server: Any, settings: Any, oauth_settings: Any) -> Sandbox:
-    """Point the "apicbase" and "acme" providers at the sandbox on the live server, as
-    example_project/settings.py does for runserver, and register their OAuth clients there."""
+    """Point the "apicbase", "acme", "custobar" and "teletracker" providers at the sandbox on the
+    live server, as example_project/settings.py does for runserver, and register the OAuth
+    clients there."""
     url = live_server.url
     common = {
         "AUTHORIZE_URL": f"{url}/sandbox/o/authorize/",
@@ -192,6 +227,12 @@ def sandbox(live_server: Any, settings: Any, oauth_settings: Any) -> Sandbox:
                 "CLIENT_SECRET": acme_secret,
                 "CLIENT_AUTH": "basic",
                 "SCOPES": ["accounts"],
+            },
+            "custobar": {"BASE_URL": f"{url}/sandbox/custobar/{{company}}/"},
+            "teletracker": {
+                "API_URL": f"{url}/sandbox/teletracker/",
+                "LOGIN_URL": f"{url}/sandbox/teletracker/auth/login",
+                "REFRESH_URL": f"{url}/sandbox/teletracker/auth/refresh",
             },
         }
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from email.utils import format_datetime
+
 import pytest
 import requests
 import responses
@@ -12,7 +15,7 @@ from oauth_connect.exceptions import (
     ReauthorizationRequired,
 )
 from oauth_connect.providers.client import ProviderClient
-from tests.conftest import TOKEN_URL
+from tests.conftest import NOW, TOKEN_URL
 
 SECRET_BODY = {"refresh_token": "very-secret-refresh", "client_secret": "very-secret-client"}
 
@@ -101,7 +104,7 @@ def test_retry_after_as_http_date(http_mock: responses.RequestsMock, frozen_now:
         TOKEN_URL,
         status=429,
         body="slow down",
-        headers={"Retry-After": "Mon, 23 Nov 2026 12:05:00 GMT"},
+        headers={"Retry-After": format_datetime(NOW + timedelta(minutes=5), usegmt=True)},
     )
     with pytest.raises(ProviderError) as info:
         post()
