@@ -9,7 +9,7 @@ provider declares) refreshes once and retries once.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -84,7 +84,7 @@ class ConnectionSession(TimeoutSession):
         if still_valid and retry_at is not None and retry_at > now:
             return
         try:
-            refresh_connection(self.connection, due_within=self._leeway)
+            refresh_connection(self.connection, due_within=self._margin())
         except ReauthorizationRequired:
             raise
         except ProviderError as err:
@@ -101,8 +101,16 @@ class ConnectionSession(TimeoutSession):
     def _use_stored_token(self) -> None:
         self._access_token = self.connection.access_token
         expires_at: datetime | None = self.connection.expires_at
-        self._refresh_at = expires_at - self._leeway if expires_at is not None else None
+        self._refresh_at = expires_at - self._margin() if expires_at is not None else None
         self.headers["Authorization"] = self.provider.authorization_header(self._access_token)
+
+    def _margin(self) -> timedelta:
+        """How long before expiry to refresh: REFRESH_LEEWAY, but at most half the token's
+        lifetime, so a token that lives less than the leeway isn't refreshed on every call."""
+        issued, expires = self.connection.last_refreshed_at, self.connection.expires_at
+        if issued is None or expires is None or expires <= issued:
+            return self._leeway
+        return min(self._leeway, (expires - issued) / 2)
 
     def _resolve(self, url: str) -> str:
         if not urlsplit(url).scheme:

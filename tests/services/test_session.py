@@ -214,3 +214,20 @@ def test_provider_outage_after_expiry_raises(
     connection = make_connection(expires_at=frozen_now - timedelta(seconds=1))
     with pytest.raises(ProviderError, match="HTTP 503"):
         connection.session().get("accounts/me/")
+
+
+def test_a_token_shorter_lived_than_the_leeway_is_not_refreshed_on_every_call(
+    http_mock: responses.RequestsMock, make_connection: Any, frozen_now: Any
+) -> None:
+    # A 4-minute token under the 5-minute leeway: refresh at half its life, not at once.
+    http_mock.add(responses.GET, ME, json={})
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(2))
+    http_mock.add(responses.GET, ME, json={})
+    connection = make_connection(
+        last_refreshed_at=frozen_now, expires_at=frozen_now + timedelta(minutes=4)
+    )
+    session = connection.session()
+    session.get("accounts/me/")
+    with time_machine.travel(frozen_now + timedelta(minutes=2, seconds=1), tick=False):
+        session.get("accounts/me/")
+    assert [c.request.method for c in http_mock.calls] == ["GET", "POST", "GET"]
