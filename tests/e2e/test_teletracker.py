@@ -219,9 +219,10 @@ def test_a_token_about_to_expire_is_refreshed_before_the_request(
 ) -> None:
     connection = connect_teletracker()
     first = TeleTrackerSession.objects.get()
-    # Within REFRESH_LEEWAY (300 s) of expiry on our clock.
+    # An hour-long token issued 59 minutes ago: within REFRESH_LEEWAY (300 s) of expiry.
     Connection.objects.filter(pk=connection.pk).update(
-        expires_at=timezone.now() + timedelta(seconds=60)
+        expires_at=timezone.now() + timedelta(seconds=60),
+        last_refreshed_at=timezone.now() - timedelta(minutes=59),
     )
     connection.refresh_from_db()
 
