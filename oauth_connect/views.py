@@ -11,8 +11,10 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
+from django.utils.decorators import method_decorator
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.generic import TemplateView, View
 
 from . import conf, services
@@ -95,6 +97,8 @@ class ConnectView(TenantViewMixin, TemplateView):
             )
         return context
 
+    # Error reports (mail_admins, Sentry, the debug page) must not show a typed password.
+    @method_decorator(sensitive_post_parameters())
     def post(self, request: HttpRequest, provider: str) -> HttpResponse:
         if not self.get_provider(provider).uses_redirect:
             return self.connect_with_credentials(request, provider)
@@ -140,6 +144,21 @@ class ConnectView(TenantViewMixin, TemplateView):
                 )
             except InvalidCredentials as err:
                 form.add_error(err.field if err.field in form.fields else None, str(err))
+            except AuthorizationError as err:
+                form.add_error(None, str(err))
+            except ConfigurationError as err:
+                logger.error(
+                    "Can't connect %s for tenant %s: %s",
+                    provider_id,
+                    self.tenant.pk,
+                    err,
+                    extra={"provider": provider_id},
+                )
+                form.add_error(
+                    None,
+                    _("%(provider)s can't be connected right now. Please contact support.")
+                    % {"provider": provider.display_name},
+                )
             else:
                 messages.success(
                     request, _("%(provider)s is connected.") % {"provider": provider.display_name}

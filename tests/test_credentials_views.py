@@ -275,3 +275,31 @@ def test_a_provider_message_echoing_the_password_is_not_shown(
     assert response.context["form"].non_field_errors()
     assert PASSWORD not in response.content.decode()
     assert not Connection.objects.exists()
+
+
+def test_posted_credentials_are_hidden_from_error_reports(
+    logged_in_client: Client, http_mock: responses.RequestsMock
+) -> None:
+    http_mock.add(responses.GET, CUSTOBAR_TOKEN_URL, status=401, json={"detail": "no"})
+    response = logged_in_client.post(CUSTOBAR, custobar_form())
+    # Django's error reporter masks every POST parameter of this request.
+    assert response.wsgi_request.sensitive_post_parameters == "__ALL__"
+
+
+def test_a_provider_outage_is_a_plain_form_error(
+    logged_in_client: Client, http_mock: responses.RequestsMock
+) -> None:
+    http_mock.add(
+        responses.GET,
+        CUSTOBAR_TOKEN_URL,
+        status=502,
+        body="<html>Bad gateway</html>",
+        content_type="text/html",
+    )
+    response = logged_in_client.post(CUSTOBAR, custobar_form())
+    errors = response.context["form"].non_field_errors()
+    assert errors == [
+        "Custobar could not be reached or answered unexpectedly, so nothing was connected. "
+        "Please try again later."
+    ]
+    assert "OAUTH_CONNECT" not in response.content.decode()

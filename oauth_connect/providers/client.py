@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import requests
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from .. import conf
 from .._internal.http import shared_session
@@ -50,6 +51,7 @@ class ProviderClient:
         self.connection = connection
         self.session = session or shared_session()
 
+    @sensitive_variables()
     def post_form(
         self,
         url: str,
@@ -68,6 +70,7 @@ class ProviderClient:
         response = self._send("POST", url, what, secrets, data=data, auth=auth)
         return self._json(response, what, secrets, refused)
 
+    @sensitive_variables()
     def request_json(
         self,
         method: str,
@@ -82,6 +85,7 @@ class ProviderClient:
         response = self._send(method, url, what, secrets, auth=auth)
         return self._json(response, what, secrets, refused)
 
+    @sensitive_variables()
     def send(self, method: str, url: str, *, what: str, secrets: list[str], **kwargs: Any) -> Any:
         """Send a request and return the response, whatever its status (network errors raise)."""
         return self._send(method, url, what, secrets, **kwargs)
@@ -95,6 +99,7 @@ class ProviderClient:
     def _error(self, cls: type[ProviderError], message: str, **kwargs: Any) -> ProviderError:
         return cls(message, connection=self.connection, provider=self.provider_id, **kwargs)
 
+    @sensitive_variables()
     def _send(
         self, method: str, url: str, what: str, secrets: list[str], **kwargs: Any
     ) -> requests.Response:
@@ -127,16 +132,18 @@ class ProviderClient:
     ) -> dict[str, Any]:
         where = self._where(what, response.url or "")
         status = response.status_code
-        if status in refused:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        # Only an answer in the API's own words is a refusal: an HTML error page from a proxy
+        # with the same status is an outage, and must not cost the tenant their connection.
+        if status in refused and isinstance(body, dict):
             raise self._error(
                 ReauthorizationRequired,
                 f"{where} refused the credentials (HTTP {status}).",
                 status_code=status,
             )
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
         if not isinstance(body, dict):
             content_type = response.headers.get("Content-Type", "no content type").split(";")[0]
             raise self._error(

@@ -13,6 +13,7 @@ import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 
 from ..exceptions import InvalidCredentials, ProviderError, UnsupportedOperation
 from .base import CredentialField, CredentialGrant, Provider, TokenSet
@@ -59,6 +60,7 @@ class CustobarProvider(Provider):
 
     # Connecting -------------------------------------------------------------------------------
 
+    @sensitive_variables()
     def connect_with_credentials(
         self, client: ProviderClient, credentials: dict[str, str]
     ) -> CredentialGrant:
@@ -98,6 +100,7 @@ class CustobarProvider(Provider):
     def can_refresh(self, connection: Connection) -> bool:
         return connection.has_stored_credentials
 
+    @sensitive_variables()
     def refresh(
         self, client: ProviderClient, connection: Connection, oauth_client: Any
     ) -> TokenSet:
@@ -107,6 +110,7 @@ class CustobarProvider(Provider):
             client, "GET", self._url(connection, "access-token"), self._auth(connection)
         )
 
+    @sensitive_variables()
     def rotate(self, client: ProviderClient, connection: Connection) -> TokenSet:
         if not connection.has_stored_credentials:
             raise UnsupportedOperation(
@@ -129,6 +133,7 @@ class CustobarProvider(Provider):
             connection.stored_credential("password"),
         )
 
+    @sensitive_variables()
     def _token(
         self, client: ProviderClient, method: str, url: str, auth: tuple[str, str]
     ) -> TokenSet:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlencode
 
+from django.views.decorators.debug import sensitive_variables
+
 from ..exceptions import ConfigurationError, ProviderError
 from .base import OAuthClient, Provider, TokenSet, expiry_from_lifetime
 
@@ -72,6 +74,7 @@ class OAuth2Provider(Provider):
         url = str(self.setting("AUTHORIZE_URL"))
         return f"{url}{'&' if '?' in url else '?'}{urlencode(params)}"
 
+    @sensitive_variables()
     def exchange_code(
         self,
         client: ProviderClient,
@@ -93,6 +96,7 @@ class OAuth2Provider(Provider):
         """The form fields of a refresh request, client authentication aside."""
         return {"grant_type": "refresh_token", "refresh_token": connection.refresh_token}
 
+    @sensitive_variables()
     def refresh(
         self, client: ProviderClient, connection: Connection, oauth_client: OAuthClient | None
     ) -> TokenSet:
@@ -104,6 +108,7 @@ class OAuth2Provider(Provider):
         body = self._token_request(client, self.refresh_params(connection), oauth_client)
         return self.parse_token_response(body, requested_scopes=None)
 
+    @sensitive_variables()
     def revoke(
         self, client: ProviderClient, connection: Connection, oauth_client: OAuthClient | None
     ) -> bool:
@@ -160,6 +165,7 @@ class OAuth2Provider(Provider):
             expires_at=expiry_from_lifetime(body.get("expires_in")),
         )
 
+    @sensitive_variables()
     def _authenticate(
         self, data: dict[str, str], oauth_client: OAuthClient
     ) -> tuple[dict[str, str], tuple[str, str] | None]:
@@ -171,6 +177,7 @@ class OAuth2Provider(Provider):
             "client_secret": oauth_client.client_secret,
         }, None
 
+    @sensitive_variables()
     def _token_request(
         self, client: ProviderClient, data: dict[str, str], oauth_client: OAuthClient
     ) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 
 from .._internal.redact import redact
 from ..exceptions import ProviderError, ReauthorizationRequired
@@ -55,6 +56,7 @@ class TeleTrackerProvider(Provider):
         ),
     )
 
+    @sensitive_variables()
     def connect_with_credentials(
         self, client: ProviderClient, credentials: dict[str, str]
     ) -> CredentialGrant:
@@ -70,6 +72,7 @@ class TeleTrackerProvider(Provider):
     def can_refresh(self, connection: Connection) -> bool:
         return bool(connection.refresh_token) or connection.has_stored_credentials
 
+    @sensitive_variables()
     def refresh(
         self, client: ProviderClient, connection: Connection, oauth_client: Any
     ) -> TokenSet:
@@ -99,6 +102,7 @@ class TeleTrackerProvider(Provider):
 
     # Helpers ----------------------------------------------------------------------------------
 
+    @sensitive_variables()
     def _login(self, client: ProviderClient, account: dict[str, Any], password: str) -> TokenSet:
         data = {"username": str(account.get("username", "")), "password": password}
         if account.get("account_id"):
@@ -108,6 +112,7 @@ class TeleTrackerProvider(Provider):
         )
         return self._tokens(body, secrets=[password])
 
+    @sensitive_variables()
     def _tokens(self, body: dict[str, Any], secrets: list[str]) -> TokenSet:
         if body.get("success") is not True:
             # The vendor's own words may echo what we sent: scrub it before it reaches an

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from ..exceptions import (
+    AuthorizationError,
     ConfigurationError,
     InvalidCredentials,
     ProviderError,
@@ -20,7 +23,10 @@ from .events import record_event
 from .refresh import locked_connection
 from .revoke import previous_grant, revoke_at_provider
 
+logger = logging.getLogger("oauth_connect")
 
+
+@sensitive_variables()
 def connect_with_credentials(
     tenant: Any,
     provider_id: str,
@@ -33,8 +39,9 @@ def connect_with_credentials(
     ``password``) for tokens and store the connection; return it.
 
     ``keep_password=False`` stores only the tokens: when they stop working, a person must
-    reconnect. Raises ``InvalidCredentials`` (missing, unknown or refused credentials) or
-    ``AuthorizationError`` (the provider failed), storing nothing.
+    reconnect. Raises ``InvalidCredentials`` (missing, unknown or refused credentials), another
+    ``AuthorizationError`` (the provider failed: try again later) or ``ConfigurationError``,
+    storing nothing.
     """
     provider = registry.get(provider_id)
     if provider.uses_redirect or not provider.credential_fields:
@@ -52,8 +59,13 @@ def connect_with_credentials(
             provider=provider_id,
         ) from err
     except ProviderError as err:
-        raise InvalidCredentials(
-            f"Could not connect {provider.display_name}: {err.detail} Please try again later.",
+        # An outage, not the tenant's typing: the detail (hosts, settings) is for operators.
+        logger.warning(
+            "Connecting %s failed: %s", provider_id, err.detail, extra={"provider": provider_id}
+        )
+        raise AuthorizationError(
+            f"{provider.display_name} could not be reached or answered unexpectedly, so nothing "
+            "was connected. Please try again later.",
             provider=provider_id,
         ) from err
     return save_grant(
@@ -112,6 +124,7 @@ def save_grant(
     return current
 
 
+@sensitive_variables()
 def _validated(provider: Provider, credentials: dict[str, str]) -> dict[str, str]:
     fields = {field.name: field for field in provider.credential_fields}
     unknown = sorted(set(credentials) - set(fields))
@@ -123,7 +136,9 @@ def _validated(provider: Provider, credentials: dict[str, str]) -> dict[str, str
         )
     cleaned = {}
     for name, field in fields.items():
-        value = str(credentials.get(name) or "").strip()
+        value = str(credentials.get(name) or "")
+        if not field.secret:
+            value = value.strip()  # a password's spaces are part of it
         if field.required and not value:
             raise InvalidCredentials(
                 f"{field.label} is required to connect {provider.display_name}.",

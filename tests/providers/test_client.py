@@ -159,3 +159,25 @@ def test_cookies_from_one_call_are_not_sent_on_the_next(
     post()
     post()
     assert "Cookie" not in http_mock.calls[1].request.headers
+
+
+def test_a_refusal_status_with_an_html_page_is_an_outage_not_a_refusal(
+    http_mock: responses.RequestsMock,
+) -> None:
+    # A proxy's 401/403 page must not cost the tenant their connection.
+    http_mock.add(
+        responses.POST,
+        TOKEN_URL,
+        status=403,
+        body="<html>Forbidden</html>",
+        content_type="text/html",
+    )
+    with pytest.raises(ProviderError) as info:
+        ProviderClient("apicbase").post_form(TOKEN_URL, {}, refused=frozenset({401, 403}))
+    assert not isinstance(info.value, ReauthorizationRequired)
+
+
+def test_a_refusal_status_with_json_is_a_refusal(http_mock: responses.RequestsMock) -> None:
+    http_mock.add(responses.POST, TOKEN_URL, status=401, json={"success": False})
+    with pytest.raises(ReauthorizationRequired):
+        ProviderClient("apicbase").post_form(TOKEN_URL, {}, refused=frozenset({401, 403}))
