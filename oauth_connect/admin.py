@@ -75,7 +75,7 @@ class ConnectionAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "provider", ExpiringSoonFilter]
     list_select_related = ["tenant"]
-    actions = ["refresh_now", "rotate_token", "disconnect"]
+    actions = ["refresh_now", "rotate_token", "forget_password", "disconnect"]
     inlines = [ConnectionEventInline]
     # Never the token fields: they are not in any form, list or detail page.
     fields = [
@@ -101,8 +101,7 @@ class ConnectionAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("account"))
     def account_name(self, obj: Connection) -> str:
-        account = obj.account or {}
-        return str(account.get("username") or account.get("company") or "—")
+        return obj.account_description or "—"
 
     @admin.display(description=_("password kept"), boolean=True)
     def password_kept(self, obj: Connection) -> bool | None:
@@ -175,6 +174,21 @@ class ConnectionAdmin(admin.ModelAdmin):
             self.message_user(
                 request, _("Rotated the token of %d connection(s).") % done, messages.SUCCESS
             )
+
+    @admin.action(
+        description=_("Forget kept password (keep only the token)"), permissions=["change"]
+    )
+    def forget_password(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        count = sum(services.forget_credentials(connection) for connection in queryset)
+        self.message_user(
+            request,
+            _(
+                "Forgot the kept password of %d connection(s). When their token stops working, "
+                "someone must reconnect."
+            )
+            % count,
+            messages.SUCCESS,
+        )
 
     @admin.action(description=_("Disconnect"), permissions=["change"])
     def disconnect(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:

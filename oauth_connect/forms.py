@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 from django import forms
@@ -48,9 +49,9 @@ class CredentialsForm(forms.Form):
                 widget=widget,
                 strip=not spec.secret,
             )
-        self.fields["label"] = ConnectForm.base_fields["label"]
+        self.fields["label"] = copy.deepcopy(ConnectForm.base_fields["label"])
         self.fields["password_storage"] = forms.ChoiceField(
-            label=_("Password"),
+            label=_("Password storage"),
             choices=PASSWORD_STORAGE_CHOICES,
             initial=KEEP,
             widget=forms.RadioSelect,

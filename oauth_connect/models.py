@@ -112,6 +112,16 @@ class Connection(models.Model):
         return self.scopes.split()
 
     @property
+    def account_description(self) -> str:
+        """The connected account in a few words (e.g. "alice @ acme"), from the provider."""
+        from .exceptions import ConfigurationError
+
+        try:
+            return self.get_provider().describe_account(self)
+        except ConfigurationError:
+            return str((self.account or {}).get("username") or "")
+
+    @property
     def has_stored_credentials(self) -> bool:
         """Whether secrets (a password) are kept; answered without decrypting them."""
         return bool(self.__dict__.get("credentials"))
@@ -124,6 +134,19 @@ class Connection(models.Model):
 
     def keep_credentials(self, secrets: dict[str, str]) -> None:
         self.credentials = json.dumps(secrets) if secrets else ""
+
+    def refresh_margin(self, margin: timedelta) -> timedelta:
+        """How long before expiry to refresh: ``margin``, but at most half the token's lifetime
+        (when known), so a short-lived token isn't renewed on every use or every cron run."""
+        issued, expires = self.last_refreshed_at, self.expires_at
+        if issued is None or expires is None or expires <= issued:
+            return margin
+        return min(margin, (expires - issued) / 2)
+
+    def refresh_due(self, margin: timedelta, now: datetime | None = None) -> bool:
+        """Whether the token should be refreshed now, ``margin`` ahead of its expiry (capped by
+        :meth:`refresh_margin`). False when its expiry is unknown."""
+        return self.expires_within(self.refresh_margin(margin), now)
 
     def expires_within(self, delta: timedelta, now: datetime | None = None) -> bool:
         """Whether the access token expires within ``delta`` (False when its expiry is unknown)."""

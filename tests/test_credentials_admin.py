@@ -209,3 +209,13 @@ def test_rotate_token_action_on_a_mixed_selection_rotates_what_it_can(
     assert (SUCCESS, "Rotated the token of 1 connection(s).") in messages_of(response)
     assert Connection.objects.get(pk=custobar_connection.pk).access_token == "rotated-token"
     assert Connection.objects.get(pk=apicbase.pk).access_token == "access-token-1"
+
+
+def test_forget_password_action_keeps_only_the_token(
+    admin_client: Any, custobar_connection: Connection
+) -> None:
+    response = run_action(admin_client, "forget_password", custobar_connection)
+    assert any("Forgot the kept password of 1" in text for _, text in messages_of(response))
+    stored = Connection.objects.get(pk=custobar_connection.pk)
+    assert not stored.has_stored_credentials
+    assert stored.access_token == ACCESS

@@ -180,6 +180,10 @@ class Provider:
         has no way to do that. Called on disconnect; a failure doesn't stop the disconnect."""
         return False
 
+    def describe_account(self, connection: Connection) -> str:
+        """The connected account in a few words, for people (cards, admin)."""
+        return str((connection.account or {}).get("username") or "")
+
     def check_settings(self) -> list[str]:
         """Problems with this provider's settings beyond missing keys, each saying what to set
         (reported by the system check ``oauth_connect.E013``)."""

@@ -92,6 +92,10 @@ class CustobarProvider(Provider):
             provider=self.provider_id,
         )
 
+    def describe_account(self, connection: Connection) -> str:
+        account = connection.account or {}
+        return f"{account.get('username', '')} @ {account.get('company', '')}"
+
     # Using and refreshing ---------------------------------------------------------------------
 
     def api_base_url(self, connection: Connection) -> str:

@@ -2,7 +2,7 @@
 
 from .authorize import complete_authorization, start_authorization
 from .bulk import due_connections, refresh_due_connections
-from .connect import connect_with_credentials
+from .connect import connect_with_credentials, forget_credentials
 from .disconnect import disconnect
 from .refresh import refresh_connection, refresh_rejected_token, refresh_when, rotate_token
 from .session import connection_session
@@ -13,6 +13,7 @@ __all__ = [
     "connection_session",
     "disconnect",
     "due_connections",
+    "forget_credentials",
     "refresh_connection",
     "refresh_due_connections",
     "refresh_rejected_token",

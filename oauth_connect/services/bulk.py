@@ -109,7 +109,8 @@ def refresh_due_connections(
     if dry_run:
         for pk in pks:
             connection = Connection.objects.get(pk=pk)
-            report(_result(connection, "due"))
+            if _is_due(connection, within, now):
+                report(_result(connection, "due"))
         return summary
 
     def refresh_one(pk: int) -> None:
@@ -146,7 +147,7 @@ def _is_due(current: Connection, within: timedelta, started: datetime) -> bool:
     # Refreshed since this run started (by a concurrent run, cron on another host): a token
     # that lives less than `within` would otherwise look due again and be refreshed twice.
     fresh = current.last_refreshed_at is not None and current.last_refreshed_at >= started
-    return current.expires_within(within, now) and not backing_off and not fresh
+    return current.refresh_due(within, now) and not backing_off and not fresh
 
 
 def _result(connection: Connection, outcome: str, error: str = "") -> RefreshResult:

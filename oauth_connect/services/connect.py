@@ -80,6 +80,23 @@ def connect_with_credentials(
     )
 
 
+def forget_credentials(connection: Connection) -> bool:
+    """Drop the kept password (the operator's "store only the token" choice, made later).
+    Returns whether there was one. The connection keeps working until its token stops."""
+    with locked_connection(connection.pk) as current:
+        had = current.has_stored_credentials
+        if had:
+            current.keep_credentials({})
+            current.save(update_fields=["credentials", "updated_at"])
+            logger.info(
+                "%s: kept password forgotten",
+                current,
+                extra={"connection_id": current.pk, "provider": current.provider},
+            )
+    connection.keep_credentials({})
+    return had
+
+
 def save_grant(
     tenant: Any,
     provider_id: str,

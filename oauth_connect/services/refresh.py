@@ -52,7 +52,7 @@ def refresh_connection(
     for any other provider failure; the connection's status records which.
     """
     within = conf.refresh_leeway() if due_within is None else due_within
-    return refresh_when(connection, lambda current: force or current.expires_within(within))
+    return refresh_when(connection, lambda current: force or current.refresh_due(within))
 
 
 def refresh_rejected_token(connection: Connection, rejected_access_token: str) -> bool:
@@ -182,6 +182,15 @@ def _refresh_locked(
             f"{type(provider).__name__}.refresh() failed unexpectedly ({type(err).__name__}).",
             connection=current,
         ) from err
+    if token_rejected and tokens.access_token == current.access_token:
+        # The provider hands back the very token its API just refused (Custobar returns the
+        # current token): the refusal is about something else, e.g. permissions. Fail and back
+        # off, rather than check the credentials again on every request.
+        raise ProviderError(
+            f"The {provider.display_name} API refused a token that {provider.display_name} "
+            "still reports as current: check the account's permissions.",
+            connection=current,
+        )
     _store_refreshed(current, tokens)
     return True
 
@@ -208,13 +217,15 @@ def rotate_token(connection: Connection) -> None:
 
     Raises ``UnsupportedOperation`` when the provider can't rotate, ``ReauthorizationRequired``
     when it refuses the stored credentials (the connection is then ``reauth_required``), and
-    ``ProviderError`` for anything else (the current token is kept and still works).
+    ``ProviderError`` for anything else: the stored token is kept and the failure recorded. (If
+    the provider rotated but its answer was lost, the stored token was invalidated; the next
+    401 fetches the current one, for providers that can.)
     """
     if not connection.get_provider().supports_rotation:
         raise UnsupportedOperation(
             f"{connection.provider_name} tokens can't be rotated on demand.", connection=connection
         )
-    failure: ReauthorizationRequired | None = None
+    failure: ProviderError | None = None
     with locked_connection(connection.pk) as current:
         if current.status == Status.DISCONNECTED:
             raise ConnectionUnavailable(
@@ -227,6 +238,9 @@ def rotate_token(connection: Connection) -> None:
             tokens = provider.rotate(client, current)
         except ReauthorizationRequired as err:
             _mark_reauth_required(current, err)
+            failure = err
+        except ProviderError as err:
+            record_event(current, Kind.REFRESH_FAILED, f"Rotation failed: {err.detail}", error=err)
             failure = err
         else:
             _store_refreshed(current, tokens, Kind.ROTATED)
@@ -246,14 +260,14 @@ def _store_refreshed(
     current.access_token = tokens.access_token
     if tokens.refresh_token is not None:
         # A rotating provider has just invalidated the old refresh token: it must be replaced
-        # in the same transaction as the access token.
+        # in the same transaction as the access token, along with its expiry (the old one's
+        # date says nothing about the new token; None means unknown, so it is always tried).
         current.refresh_token = tokens.refresh_token
+        current.refresh_expires_at = tokens.refresh_expires_at
     if tokens.scopes is not None:
         current.scopes = " ".join(tokens.scopes)
     current.token_type = tokens.token_type
     current.expires_at = tokens.expires_at
-    if tokens.refresh_expires_at is not None:
-        current.refresh_expires_at = tokens.refresh_expires_at
     current.last_refreshed_at = now
     current.status = Status.ACTIVE
     current.last_error = ""

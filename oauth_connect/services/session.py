@@ -9,7 +9,7 @@ provider declares) refreshes once and retries once.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -67,12 +67,22 @@ class ConnectionSession(TimeoutSession):
         if self._refresh_at is not None and timezone.now() >= self._refresh_at:
             self._refresh_ahead_of_expiry()
         response = super().request(method, url, *args, **kwargs)
-        if response.status_code in self.provider.expired_token_statuses and _resendable(kwargs):
+        if (
+            response.status_code in self.provider.expired_token_statuses
+            and _resendable(kwargs)
+            and not self._backing_off()
+        ):
             refresh_rejected_token(self.connection, self._access_token)
             self._use_stored_token()
             response.close()
             response = super().request(method, url, *args, **kwargs)
         return response
+
+    def _backing_off(self) -> bool:
+        # After a failed refresh, hand the provider's refusal back as it is until the backoff
+        # ends, instead of calling the token endpoint on every request.
+        retry_at = self.connection.retry_not_before
+        return retry_at is not None and retry_at > timezone.now()
 
     def _refresh_ahead_of_expiry(self) -> None:
         """Best effort while the token still works: a provider outage (or its backoff) must not
@@ -84,7 +94,7 @@ class ConnectionSession(TimeoutSession):
         if still_valid and retry_at is not None and retry_at > now:
             return
         try:
-            refresh_connection(self.connection, due_within=self._margin())
+            refresh_connection(self.connection, due_within=self._leeway)
         except ReauthorizationRequired:
             raise
         except ProviderError as err:
@@ -101,16 +111,9 @@ class ConnectionSession(TimeoutSession):
     def _use_stored_token(self) -> None:
         self._access_token = self.connection.access_token
         expires_at: datetime | None = self.connection.expires_at
-        self._refresh_at = expires_at - self._margin() if expires_at is not None else None
+        margin = self.connection.refresh_margin(self._leeway)
+        self._refresh_at = expires_at - margin if expires_at is not None else None
         self.headers["Authorization"] = self.provider.authorization_header(self._access_token)
-
-    def _margin(self) -> timedelta:
-        """How long before expiry to refresh: REFRESH_LEEWAY, but at most half the token's
-        lifetime, so a token that lives less than the leeway isn't refreshed on every call."""
-        issued, expires = self.connection.last_refreshed_at, self.connection.expires_at
-        if issued is None or expires is None or expires <= issued:
-            return self._leeway
-        return min(self._leeway, (expires - issued) / 2)
 
     def _resolve(self, url: str) -> str:
         if not urlsplit(url).scheme:

@@ -330,6 +330,7 @@ def test_rotate_failing_keeps_the_old_token_and_status(
     assert stored.access_token == "access-token-1"
     assert stored.status == Connection.Status.ACTIVE
     assert not stored.events.filter(kind="rotated").exists()
+    assert stored.events.get(kind="refresh_failed").message.startswith("Rotation failed")
 
 
 # Scheduled refreshes ----------------------------------------------------------------------------
@@ -364,3 +365,38 @@ def test_a_token_without_expiry_is_never_due(
     stored = Connection.objects.get(pk=custobar_connection.pk)
     assert stored.access_token == "access-token-1"
     assert not stored.events.exists()
+
+
+@pytest.mark.django_db
+def test_a_401_for_the_current_token_fails_once_then_backs_off(
+    http_mock: responses.RequestsMock, custobar_connection: Connection
+) -> None:
+    # Custobar hands back the very token its API refused: not a rotation (e.g. permissions).
+    url = BASE_URL + "api/customers/"
+    http_mock.add(responses.GET, url, status=401, json={"detail": "No permission."})
+    http_mock.add(responses.GET, ACCESS_TOKEN_URL, json={"token": "access-token-1"})
+    http_mock.add(responses.GET, url, status=401, json={"detail": "No permission."})
+    session = custobar_connection.session()
+
+    with pytest.raises(ProviderError, match="check the account's permissions"):
+        session.get("api/customers/")
+    # Backing off: the next refusal comes back as it is, without checking the password again.
+    assert session.get("api/customers/").status_code == 401
+
+    assert [call.request.url for call in http_mock.calls] == [url, ACCESS_TOKEN_URL, url]
+    assert custobar_connection.status == Connection.Status.ERROR
+
+
+@pytest.mark.django_db
+def test_forgetting_the_password_keeps_the_token(custobar_connection: Connection) -> None:
+    from oauth_connect.services import forget_credentials
+
+    assert forget_credentials(custobar_connection) is True
+    stored = Connection.objects.get(pk=custobar_connection.pk)
+    assert not stored.has_stored_credentials
+    assert stored.access_token == "access-token-1"
+    assert forget_credentials(stored) is False
+
+
+def test_the_account_reads_as_user_at_company(custobar_connection: Connection) -> None:
+    assert custobar_connection.account_description == f"{USERNAME} @ acme"

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 
 import pytest
 import responses
+import time_machine
 from django.db import connection as db_connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -405,3 +406,45 @@ def test_threads_racing_on_one_expired_connection_cause_one_refresh(
     stored = Connection.objects.get(pk=connection.pk)
     assert (stored.access_token, stored.refresh_token) == ("access-token-2", "refresh-token-2")
     assert [kind for kind, _ in events(stored)] == ["refreshed"]
+
+
+# Scheduled refreshes and expiry bookkeeping -------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_refresh_tokens_with_the_default_window_waits_for_half_the_token_life(
+    http_mock: responses.RequestsMock,
+    frozen_now: datetime,
+    make_connection: Callable[..., Connection],
+) -> None:
+    from oauth_connect.services import refresh_due_connections
+
+    # An hour-long token: "--within 1d" covers it from the start, yet a cron run every
+    # 15 minutes must not renew it every time, only once it is past half its life.
+    connection = make_connection(
+        last_refreshed_at=frozen_now,
+        expires_at=frozen_now + timedelta(hours=1),
+        **teletracker_fields(),
+    )
+    early = refresh_due_connections(timedelta(days=1))
+    # Listed by the broad database filter, then left alone under the lock: no call made (any
+    # call would fail here, as nothing answers it yet).
+    assert (early.count("refreshed"), early.failed) == (0, 0)
+
+    http_mock.add(responses.POST, REFRESH_URL, json=answer(2))
+    with time_machine.travel(frozen_now + timedelta(minutes=31), tick=False):
+        summary = refresh_due_connections(timedelta(days=1))
+    assert summary.count("refreshed") == 1
+    assert Connection.objects.get(pk=connection.pk).access_token == "access-token-2"
+
+
+@pytest.mark.django_db
+def test_a_new_refresh_token_replaces_the_old_expiry_even_when_unknown(
+    http_mock: responses.RequestsMock, expired_connection: Connection
+) -> None:
+    body = answer(2)
+    del body["refreshTokenExpiration"]
+    http_mock.add(responses.POST, REFRESH_URL, json=body)
+    refresh_connection(expired_connection)
+    # The old token's date says nothing about the new one: unknown, so it is always tried.
+    assert Connection.objects.get(pk=expired_connection.pk).refresh_expires_at is None
