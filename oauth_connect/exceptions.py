@@ -52,6 +52,12 @@ class EncryptionKeyError(ConfigurationError):
     """A stored secret can't be decrypted with any key in ``OAUTH_CONNECT["ENCRYPTION_KEYS"]``."""
 
 
+class TokensNotStored(OAuthConnectError):
+    """The provider issued new tokens but the database refused to store them. With a rotating
+    provider the stored refresh token is now dead: the connection is marked ``error`` (and will
+    need reconnecting if the next refresh is refused). Logged at error level."""
+
+
 class ConnectionUnavailable(OAuthConnectError):
     """The connection can't be used as it stands (disconnected): a person must reconnect it."""
 

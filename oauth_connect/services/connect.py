@@ -20,7 +20,7 @@ from ..providers import registry
 from ..providers.base import Provider, TokenSet
 from ..providers.client import ProviderClient
 from .events import record_event
-from .refresh import locked_connection
+from .locking import locked_connection
 from .revoke import previous_grant, revoke_at_provider
 
 logger = logging.getLogger("oauth_connect")

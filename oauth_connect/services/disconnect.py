@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..models import Connection, ConnectionEvent
 from .events import record_event
-from .refresh import locked_connection
+from .locking import locked_connection
 from .revoke import revoke_at_provider
 
 

@@ -11,14 +11,11 @@ which makes SQLite correct for one server process; see the README's "Databases" 
 
 from __future__ import annotations
 
-import threading
-import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import logging
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
-from django.db import connections, router, transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from .. import conf
@@ -28,6 +25,7 @@ from ..exceptions import (
     OAuthConnectError,
     ProviderError,
     ReauthorizationRequired,
+    TokensNotStored,
     UnsupportedOperation,
 )
 from ..models import Connection, ConnectionEvent
@@ -35,7 +33,9 @@ from ..providers.base import TokenSet
 from ..providers.client import ProviderClient
 from .credentials import oauth_client_for
 from .events import record_event
+from .locking import locked_connection
 
+logger = logging.getLogger("oauth_connect")
 Status = Connection.Status
 Kind = ConnectionEvent.Kind
 
@@ -91,57 +91,14 @@ def refresh_when(
         except ProviderError as err:
             _mark_failed(current, err)
             failure = err
+        except TokensNotStored as err:
+            # Already marked; leaving the block normally commits that mark. The caller still
+            # gets the new tokens in memory, so this process can go on using them.
+            failure = err
     _copy_state(current, connection)
     if failure is not None:
         raise failure
     return refreshed
-
-
-# Single flight --------------------------------------------------------------------------------
-
-
-class _ProcessLock:
-    __slots__ = ("lock", "__weakref__")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-
-
-_process_locks: weakref.WeakValueDictionary[tuple[str, int], _ProcessLock] = (
-    weakref.WeakValueDictionary()
-)
-_process_locks_guard = threading.Lock()
-
-
-def _process_lock(key: tuple[str, int]) -> _ProcessLock:
-    with _process_locks_guard:
-        lock = _process_locks.get(key)
-        if lock is None:
-            lock = _process_locks[key] = _ProcessLock()
-        return lock
-
-
-@contextmanager
-def locked_connection(pk: int) -> Iterator[Connection]:
-    """The connection's current row, locked against other refreshes until the block ends."""
-    alias = router.db_for_write(Connection)
-    holder = _process_lock((alias, pk))  # keep a strong reference while we hold the lock
-    with holder.lock:
-        if connections[alias].features.has_select_for_update:
-            with transaction.atomic(using=alias):
-                yield _load(Connection.objects.using(alias).select_for_update(), pk)
-        else:
-            # No row locks (SQLite): the process lock serialises us, and no transaction stays
-            # open across the provider call, so an auth server sharing the database file can
-            # write meanwhile. Writes below use their own short transactions.
-            yield _load(Connection.objects.using(alias), pk)
-
-
-def _load(queryset: Any, pk: int) -> Connection:
-    try:
-        return queryset.get(pk=pk)
-    except Connection.DoesNotExist as err:
-        raise ConnectionUnavailable(f"Connection #{pk} no longer exists.") from err
 
 
 def _refresh_locked(
@@ -273,11 +230,54 @@ def _store_refreshed(
     current.last_error = ""
     current.consecutive_failures = 0
     current.retry_not_before = None
+    try:
+        _write_tokens(current, kind, tokens.note, recovered)
+    except DatabaseError:
+        try:
+            # Once more: many write failures are momentary (a deadlock victim, a failover).
+            _write_tokens(current, kind, tokens.note, recovered)
+        except DatabaseError as err:
+            raise _tokens_not_stored(current, err) from err
+
+
+def _write_tokens(current: Connection, kind: str, note: str, recovered: bool) -> None:
     with transaction.atomic(using=current._state.db):
         current.save()
-        record_event(current, kind, tokens.note)
+        record_event(current, kind, note)
         if recovered:
             record_event(current, Kind.RECOVERED, "Refreshed after earlier failures.")
+
+
+def _tokens_not_stored(current: Connection, err: DatabaseError) -> TokensNotStored:
+    """The provider rotated, we couldn't store the result: never let that pass quietly. Log it
+    (the error's type only: database messages can quote row values), and mark the connection
+    for operators if the database takes that much."""
+    detail = (
+        f"The provider issued new tokens, but storing them failed ({type(err).__name__}). The "
+        "stored refresh token may no longer work: if the next refresh is refused, reconnect."
+    )
+    logger.error(
+        "%s: %s",
+        current,
+        detail,
+        extra={"connection_id": current.pk, "provider": current.provider, "event": "not_stored"},
+    )
+    failure = TokensNotStored(detail, connection=current)
+    try:
+        with transaction.atomic(using=current._state.db):
+            current.status = Status.ERROR
+            current.last_error = detail
+            current.consecutive_failures += 1
+            current.retry_not_before = None
+            _save_status(current, "consecutive_failures")
+            record_event(current, Kind.REFRESH_FAILED, detail, error=failure)
+    except DatabaseError:
+        logger.error(
+            "%s: could not mark the connection either",
+            current,
+            extra={"connection_id": current.pk, "provider": current.provider},
+        )
+    return failure
 
 
 def _mark_failed(current: Connection, err: ProviderError) -> None:

@@ -1,0 +1,76 @@
+"""A refresh whose new tokens the database refuses to store: never a silent loss."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import responses
+from django.db import connection as db
+from django.utils import timezone
+
+from oauth_connect.exceptions import TokensNotStored
+from oauth_connect.models import Connection
+from oauth_connect.services import refresh_connection
+from tests.conftest import TOKEN_URL, token_body
+
+pytestmark = pytest.mark.django_db
+
+TRIGGERS = {
+    # Refuse any UPDATE that writes the access token, as a full disk or a broken replica would.
+    "sqlite": [
+        """CREATE TRIGGER refuse_tokens BEFORE UPDATE OF access_token
+           ON oauth_connect_connection BEGIN SELECT RAISE(ABORT, 'disk is full'); END""",
+    ],
+    "postgresql": [
+        """CREATE FUNCTION refuse_tokens() RETURNS trigger AS $$
+           BEGIN RAISE EXCEPTION 'disk is full'; END $$ LANGUAGE plpgsql""",
+        """CREATE TRIGGER refuse_tokens BEFORE UPDATE OF access_token
+           ON oauth_connect_connection FOR EACH ROW EXECUTE FUNCTION refuse_tokens()""",
+    ],
+}
+
+
+@pytest.fixture
+def refusing_database() -> Iterator[None]:
+    """The real database refuses to store tokens (the test's transaction drops the trigger)."""
+    statements = TRIGGERS.get(db.vendor)
+    if statements is None:
+        pytest.skip(f"no trigger written for {db.vendor}")
+    with db.cursor() as cursor:
+        for statement in statements:
+            cursor.execute(statement)
+    yield
+
+
+def test_tokens_the_database_refuses_are_reported_not_dropped(
+    http_mock: responses.RequestsMock,
+    make_connection: Any,
+    refusing_database: None,
+    caplog: Any,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    # Two attempts: the write is retried once before giving up.
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(2))
+    connection = make_connection(expires_at=timezone.now() - timedelta(minutes=1))
+
+    with pytest.raises(TokensNotStored, match="storing them failed") as info:
+        refresh_connection(connection)
+
+    assert f"#{connection.pk}" in str(info.value)
+    # An operator sees it: status, last error and an event.
+    stored = Connection.objects.get(pk=connection.pk)
+    assert stored.status == Connection.Status.ERROR
+    assert "storing them failed" in stored.last_error
+    assert stored.events.get().kind == "refresh_failed"
+    assert stored.access_token == "access-token-1"  # the database kept what it had
+    # Logged at error level, without any token.
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors and "storing them failed" in errors[0].getMessage()
+    for secret in ("access-token-1", "refresh-token-1", "access-token-2", "refresh-token-2"):
+        assert secret not in caplog.text
+    # This process still holds the new tokens, so its session can go on working.
+    assert connection.access_token == "access-token-2"
