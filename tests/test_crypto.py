@@ -332,3 +332,36 @@ def test_connection_events_are_append_only(token_connection: Connection) -> None
         loaded.save()
 
     assert ConnectionEvent.objects.get(pk=event.pk).message == "first"
+
+
+def test_admin_pages_work_for_a_connection_whose_key_is_gone(
+    admin_client: Any, orphaned_connection: Connection
+) -> None:
+    from django.urls import reverse
+
+    changelist = admin_client.get(reverse("admin:oauth_connect_connection_changelist"))
+    change = admin_client.get(
+        reverse("admin:oauth_connect_connection_change", args=[orphaned_connection.pk])
+    )
+    assert (changelist.status_code, change.status_code) == (200, 200)
+
+
+def test_refresh_tokens_reports_a_connection_whose_key_is_gone(
+    orphaned_connection: Connection,
+) -> None:
+    from datetime import timedelta
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    Connection.objects.filter(pk=orphaned_connection.pk).update(
+        expires_at=timezone.now() + timedelta(minutes=1)
+    )
+    out = StringIO()
+    with pytest.raises(SystemExit) as exit_info:
+        call_command("refresh_tokens", stdout=out)
+    assert exit_info.value.code == 1
+    line = out.getvalue()
+    assert f"#{orphaned_connection.pk}: failed" in line and "ENCRYPTION_KEYS" in line
+    assert "Traceback" not in line

@@ -373,3 +373,52 @@ def test_configuration_errors_are_not_shown_to_tenants(
     message = messages_of(response)[0]
     assert message == "Apicbase can't be connected right now. Please contact support."
     assert "CLIENT_ID" in caplog.text  # the operator's detail goes to the log
+
+
+@pytest.mark.parametrize("name", ["state", "code", "error", "error_description"])
+@pytest.mark.parametrize("fault", ["duplicated", "oversized", "garbage"])
+def test_every_callback_parameter_fault_is_refused_plainly(
+    logged_in_client: Client, http_mock: responses.RequestsMock, name: str, fault: str
+) -> None:
+    state = start(logged_in_client)["state"][0]
+    good = {"state": state, "code": "the-code", "error": "", "error_description": ""}
+    bad = {
+        "duplicated": [good[name] or "x", good[name] or "x"],
+        "oversized": "x" * 5000,
+        "garbage": "\x00\x1b[31m\ufffe",
+    }[fault]
+    params = {key: value for key, value in {**good, name: bad}.items() if value != ""}
+
+    response = logged_in_client.get(CALLBACK, params)
+
+    assert response.status_code == 302 and response["Location"] == LIST
+    message = messages_of(response)[-1]
+    assert "start again" in message.lower() or "start" in message
+    assert "\x00" not in message and "x" * 100 not in message
+    assert not Connection.objects.exists()
+    assert len(http_mock.calls) == 0  # no code exchange attempted
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (503, {"error": "temporarily_unavailable"}, "could not be reached or answered"),
+        (401, {"error": "invalid_client"}, "can't be connected right now. Please contact support"),
+    ],
+)
+def test_a_failed_exchange_shows_no_operator_detail(
+    logged_in_client: Client,
+    http_mock: responses.RequestsMock,
+    caplog: Any,
+    status: int,
+    body: dict[str, str],
+    expected: str,
+) -> None:
+    http_mock.add(responses.POST, TOKEN_URL, status=status, json=body)
+    state = start(logged_in_client)["state"][0]
+    response = logged_in_client.get(CALLBACK, {"code": "c", "state": state})
+    message = messages_of(response)[-1]
+    assert expected in message
+    assert "OAUTH_CONNECT" not in message and "apicbase.test" not in message
+    assert body["error"] in caplog.text  # the detail is for operators, in the log
+    assert not Connection.objects.exists()

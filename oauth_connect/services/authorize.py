@@ -7,6 +7,7 @@ single-use, even when the callback fails), checks it, and only then exchanges th
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from dataclasses import asdict, dataclass
@@ -23,7 +24,9 @@ from ..exceptions import (
     AuthorizationError,
     ConfigurationError,
     InvalidState,
+    ProviderConfigurationError,
     ProviderError,
+    ReauthorizationRequired,
 )
 from ..models import Connection
 from ..providers import registry
@@ -32,6 +35,7 @@ from ..providers.oauth2 import OAuth2Provider
 from .connect import save_grant
 from .credentials import require_oauth_client
 
+logger = logging.getLogger("oauth_connect")
 SESSION_KEY = "oauth_connect_pending"
 # A user may start a few flows in parallel tabs; more than this and the oldest is dropped.
 MAX_PENDING = 5
@@ -117,9 +121,11 @@ def complete_authorization(
             provider=provider_id,
         )
     provider = oauth2_provider(provider_id)
+    # Every parameter is checked before any is used, whichever the provider sent.
     error = _single(params, "error", required=False)
+    description = _single(params, "error_description", required=False)
     if error:
-        raise _denied(provider, error, _single(params, "error_description", required=False))
+        raise _denied(provider, error, description)
     code = _single(params, "code")
     oauth_client = require_oauth_client(provider, tenant.pk, issued_to=pending.client_id)
     try:
@@ -131,11 +137,7 @@ def complete_authorization(
             oauth_client=oauth_client,
         )
     except ProviderError as err:
-        raise AuthorizationError(
-            _("%(provider)s did not accept the authorization (%(reason)s). Please try again.")
-            % {"provider": provider.display_name, "reason": err.detail},
-            provider=provider_id,
-        ) from err
+        raise _exchange_failed(provider, err) from err
     connection = save_grant(
         tenant,
         provider_id,
@@ -201,6 +203,44 @@ def _single(params: QueryDict, name: str, *, required: bool = True) -> str:
             _("The authorization response had no %(name)s. Please start again.") % {"name": name}
         )
     return value
+
+
+def _exchange_failed(provider: OAuth2Provider, err: ProviderError) -> AuthorizationError:
+    """What the user reads when the code exchange fails. Operator details (hosts, settings)
+    go to the log, not to the page."""
+    name = provider.display_name
+    if isinstance(err, ReauthorizationRequired):
+        # invalid_grant at this step: the code expired (Apicbase: after a minute) or was used.
+        return AuthorizationError(
+            _(
+                "%(provider)s did not accept the authorization (it expired or was already used). "
+                "Please try again."
+            )
+            % {"provider": name},
+            provider=provider.provider_id,
+        )
+    level = logging.ERROR if isinstance(err, ProviderConfigurationError) else logging.WARNING
+    logger.log(
+        level,
+        "Code exchange with %s failed: %s",
+        provider.provider_id,
+        err.detail,
+        extra={"provider": provider.provider_id},
+    )
+    if isinstance(err, ProviderConfigurationError):
+        return AuthorizationError(
+            _("%(provider)s can't be connected right now. Please contact support.")
+            % {"provider": name},
+            provider=provider.provider_id,
+        )
+    return AuthorizationError(
+        _(
+            "%(provider)s could not be reached or answered unexpectedly, so nothing was "
+            "connected. Please try again later."
+        )
+        % {"provider": name},
+        provider=provider.provider_id,
+    )
 
 
 def _denied(provider: OAuth2Provider, error: str, description: str) -> AuthorizationError:
