@@ -86,10 +86,10 @@ def refresh_when(
         except AwaitingReauthorization:
             raise
         except ReauthorizationRequired as err:
-            _mark_reauth_required(current, err)
+            _mark_reauth_required(current, _naming(err, current))
             failure = err
         except ProviderError as err:
-            _mark_failed(current, err)
+            _mark_failed(current, _naming(err, current))
             failure = err
         except TokensNotStored as err:
             # Already marked; leaving the block normally commits that mark. The caller still
@@ -150,6 +150,13 @@ def _refresh_locked(
         )
     _store_refreshed(current, tokens)
     return True
+
+
+def _naming(err: ProviderError, connection: Connection) -> ProviderError:
+    # Providers parse answers without knowing the connection; every error names it all the same.
+    if err.connection is None:
+        err.connection = connection
+    return err
 
 
 def needs_reauth_message(connection: Connection) -> str:
