@@ -67,6 +67,9 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / '
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Wait for a busy database instead of failing at once; threads of runserver share the file.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Writers queue up at BEGIN instead of failing mid-transaction with "database is locked"
+    # (the sandbox's token endpoint reads then writes; several refreshes hit it at once).
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
     # Tests use a file, not :memory:, so a live server's threads each get a real connection.
     DATABASES["default"]["TEST"] = {
         "NAME": os.path.join(tempfile.gettempdir(), f"oauth_connect_test_{os.getpid()}.sqlite3")

@@ -1,7 +1,12 @@
 """The service layer: everything views, commands and your code call to act on connections."""
 
 from .authorize import complete_authorization, start_authorization
-from .bulk import due_connections, refresh_due_connections
+from .bulk import (
+    due_connection_ids,
+    due_connections,
+    refresh_due_connections,
+    refresh_one_if_due,
+)
 from .connect import connect_with_credentials, forget_credentials
 from .disconnect import disconnect
 from .refresh import refresh_connection, refresh_rejected_token, refresh_when, rotate_token
@@ -12,10 +17,12 @@ __all__ = [
     "connect_with_credentials",
     "connection_session",
     "disconnect",
+    "due_connection_ids",
     "due_connections",
     "forget_credentials",
     "refresh_connection",
     "refresh_due_connections",
+    "refresh_one_if_due",
     "refresh_rejected_token",
     "refresh_when",
     "rotate_token",

@@ -128,16 +128,36 @@ def refresh_due_connections(
     return summary
 
 
+def refresh_one_if_due(
+    pk: int, within: timedelta, *, not_refreshed_since: datetime | None = None
+) -> RefreshResult:
+    """Refresh connection ``pk`` if, under its row lock, it is still due within ``within``, not
+    backing off, and not refreshed since ``not_refreshed_since`` (default: now). The step every
+    ``refresh_tokens`` worker and Celery task runs; never raises for a provider failure."""
+    return _refresh_if_due(pk, within, started=not_refreshed_since or timezone.now())
+
+
+def due_connection_ids(
+    within: timedelta,
+    *,
+    providers: list[str] | None = None,
+    tenant: Any = None,
+    now: datetime | None = None,
+) -> Iterator[int]:
+    """Primary keys of :func:`due_connections`, in keyset pages (flat memory, no open cursor)."""
+    return _pages(due_connections(within, providers=providers, tenant=tenant, now=now))
+
+
 def _refresh_if_due(pk: int, within: timedelta, started: datetime) -> RefreshResult:
     connection = Connection(pk=pk)
     try:
         refreshed = refresh_when(connection, lambda current: _is_due(current, within, started))
-    except (ConnectionUnavailable, AwaitingReauthorization):
+    except (ConnectionUnavailable, AwaitingReauthorization) as err:
         # Disconnected, deleted or marked for reauthorization since we listed it: not a failure
-        # of this run.
-        return _result(connection, "skipped")
+        # of this run. Report the row as it is (the bare instance above holds only defaults).
+        return _result(err.connection or connection, "skipped")
     except OAuthConnectError as err:
-        return _result(connection, "failed", err.detail)
+        return _result(err.connection or connection, "failed", err.detail)
     return _result(connection, "refreshed" if refreshed else "skipped")
 
 
@@ -157,7 +177,7 @@ def _result(connection: Connection, outcome: str, error: str = "") -> RefreshRes
         tenant_id=connection.__dict__.get("tenant_id"),
         label=connection.__dict__.get("label", ""),
         outcome=outcome,
-        status=connection.__dict__.get("status", ""),
+        status=connection.__dict__.get("status", "") if connection.tenant_id else "",
         error=error,
     )
 

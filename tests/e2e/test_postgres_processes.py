@@ -1,79 +1,103 @@
-"""Single-flight refresh across processes: several worker processes (as under gunicorn, or cron on
-several hosts) find the same expired token at once, and the row lock lets exactly one of them
-spend the refresh token. Needs PostgreSQL: SQLite has no row locks and is single-process only.
+"""Single-flight refresh across processes: 16 worker processes (as under gunicorn, or on several
+hosts) find the same expired or rejected token at once, and the row lock lets exactly one of them
+spend the refresh token at the live sandbox. Needs PostgreSQL: SQLite has no row locks and is
+single-process only.
 
-Each worker is a fresh interpreter (the "spawn" start method) that runs ``django.setup()`` with
-the test settings and the test database, loads the connection and calls the live sandbox.
+The workers are fresh interpreters (tests/e2e/processes.py), shared by the tests of this module
+since starting 16 of them is most of the cost.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
+from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
-import django
 import pytest
 import requests
-from django.conf import settings as django_settings
-from django.db import connection as db_connection
+from django.utils import timezone
+from oauth2_provider.models import AccessToken
 
 from oauth_connect.models import Connection
 from tests.conftest import requires_postgres
 
-from .conftest import Sandbox
+from .conftest import Sandbox, event_kinds
+from .processes import TOKEN_PATH, EndpointCalls, WorkerPool, call_api, spawn_pool
 
 pytestmark = [requires_postgres, pytest.mark.django_db(transaction=True)]
 
-WORKERS = 6
+PROCESSES = 16
+ALICE = {"username": "alice"}
 
 
-def call_api_in_worker(
-    database_name: str, oauth_connect: dict[str, Any], connection_pk: int, barrier: Any
-) -> tuple[int, int, Any]:
-    """Runs in a worker process, after ``django.setup()``: one API call through the connection.
-    Returns the worker's pid, the response status and its body."""
-    # The worker read example_project.settings afresh: point it at the test database before it
-    # connects anywhere, and at the live sandbox with the test's encryption keys.
-    assert db_connection.connection is None
-    django_settings.DATABASES["default"]["NAME"] = database_name
-    django_settings.OAUTH_CONNECT = oauth_connect
-    try:
-        session = Connection.objects.get(pk=connection_pk).session()
-        barrier.wait()
-        response = session.get("accounts/me/")
-        return os.getpid(), response.status_code, response.json()
-    finally:
-        db_connection.close()
+@pytest.fixture(scope="module")
+def pool() -> Iterator[WorkerPool]:
+    with spawn_pool(PROCESSES) as workers:
+        yield workers
+
+
+def connected(sandbox: Sandbox, browser: requests.Session, organisation: Any) -> Connection:
+    sandbox.connect(browser, "apicbase")
+    return Connection.objects.get(tenant=organisation, provider="apicbase")
+
+
+def assert_refreshed_once(sandbox: Sandbox, connection: Connection, mark: int) -> None:
+    """The sandbox issued one token set since ``mark``, and it is the one we store."""
+    assert sandbox.issued_since("apicbase", mark) == 1
+    stored = Connection.objects.get(pk=connection.pk)
+    assert stored.status == Connection.Status.ACTIVE
+    assert stored.refresh_token == sandbox.newest_refresh_token("apicbase").token
+    assert sandbox.refresh_tokens("apicbase").filter(revoked__isnull=True).count() == 1
+    assert sandbox.access_tokens("apicbase").get().token == stored.access_token
+    assert event_kinds(stored) == ["connected", "refreshed"]
 
 
 def test_processes_refresh_an_expired_connection_once(
-    sandbox: Sandbox, browser: requests.Session, organisation: Any, settings: Any
+    pool: WorkerPool, sandbox: Sandbox, browser: requests.Session, organisation: Any
 ) -> None:
-    sandbox.connect(browser, "apicbase")
-    connection = Connection.objects.get(tenant=organisation, provider="apicbase")
+    connection = connected(sandbox, browser, organisation)
     sandbox.expire(connection)
     mark = sandbox.mark("apicbase")
-    # What the workers' django.setup() will load.
-    assert os.environ["DJANGO_SETTINGS_MODULE"] == "example_project.settings"
-    args = (db_connection.settings_dict["NAME"], settings.OAUTH_CONNECT, connection.pk)
 
-    context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager:
-        # Each worker blocks at the barrier holding one task, so the tasks land on 6 processes.
-        barrier = manager.Barrier(WORKERS, timeout=60)
-        # django.setup runs before a worker unpickles its first task, so importing this module
-        # there (for call_api_in_worker) finds the app registry ready.
-        with context.Pool(WORKERS, initializer=django.setup) as pool:
-            results = pool.starmap(call_api_in_worker, [(*args, barrier)] * WORKERS, chunksize=1)
+    with EndpointCalls(TOKEN_PATH) as token_calls:
+        results = pool.run_at_once(call_api, connection.pk)
 
-    assert len({pid for pid, _, _ in results}) == WORKERS
-    assert [(status, body) for _, status, body in results] == [
-        (200, {"username": "alice"})
-    ] * WORKERS
-    assert sandbox.issued_since("apicbase", mark) == 1
-    stored = Connection.objects.get(pk=connection.pk)
-    assert stored.refresh_token == sandbox.newest_refresh_token("apicbase").token
-    assert sandbox.access_tokens("apicbase").get().token == stored.access_token
-    kinds = list(stored.events.order_by("pk").values_list("kind", flat=True))
-    assert kinds == ["connected", "refreshed"]
+    assert len({pid for pid, _, _ in results}) == PROCESSES
+    # Each refreshed (or waited for the refresh) before sending: the expired token never went out.
+    assert [(statuses, body) for _, statuses, body in results] == [([200], ALICE)] * PROCESSES
+    assert token_calls.count == 1
+    assert_refreshed_once(sandbox, connection, mark)
+    succeeded = sum(statuses[-1] == 200 for _, statuses, _ in results)
+    print(
+        f"\nCONCURRENCY proactive: processes={len(results)} token_calls={token_calls.count} "
+        f"succeeded={succeeded}"
+    )
+
+
+def test_processes_refresh_a_rejected_token_once(
+    pool: WorkerPool, sandbox: Sandbox, browser: requests.Session, organisation: Any
+) -> None:
+    connection = connected(sandbox, browser, organisation)
+    # The sandbox stops accepting the access token while our expires_at still says it's good, so
+    # every worker sends it and gets a 401. (Expired rather than deleted: the sandbox refuses a
+    # refresh token whose access token row was deleted out of band.)
+    AccessToken.objects.filter(token=connection.access_token).update(
+        expires=timezone.now() - timedelta(seconds=1)
+    )
+    assert not connection.expires_within(timedelta(minutes=30))
+    mark = sandbox.mark("apicbase")
+
+    with EndpointCalls(TOKEN_PATH) as token_calls:
+        results = pool.run_at_once(call_api, connection.pk)
+
+    assert len({pid for pid, _, _ in results}) == PROCESSES
+    # One worker refreshed; the others found the rejected token already replaced, and retried.
+    assert [(statuses, body) for _, statuses, body in results] == [([401, 200], ALICE)] * PROCESSES
+    assert token_calls.count == 1
+    assert_refreshed_once(sandbox, connection, mark)
+    rejected = sum(statuses[0] == 401 for _, statuses, _ in results)
+    succeeded = sum(statuses[-1] == 200 for _, statuses, _ in results)
+    print(
+        f"\nCONCURRENCY 401 race: processes={len(results)} rejected={rejected} "
+        f"token_calls={token_calls.count} succeeded={succeeded}"
+    )

@@ -1,0 +1,162 @@
+"""Celery tasks that keep tokens fresh: the Celery counterpart of ``manage.py refresh_tokens``.
+
+Install with ``pip install oauth_connect[celery]``, have your worker import this module
+(``CELERY_IMPORTS = ["oauth_connect.contrib.celery"]``) and schedule
+``oauth_connect.refresh_due_connections`` with Celery beat, e.g. every 15 minutes.
+
+- ``refresh_due_connections_task`` lists the connections due within ``within_seconds`` and
+  enqueues one ``refresh_connection_task`` per connection; it refreshes nothing itself.
+- ``refresh_connection_task`` refreshes one connection if it is still due when it runs, and
+  returns what happened as a small JSON-able dict.
+
+Safe on many workers and with overlapping fan-outs: every refresh takes the connection's row lock
+and re-checks under it that the connection is still due, not refreshed since the fan-out started
+and not backing off, exactly as ``refresh_tokens`` does. A duplicate or late message finds a
+fresh token and reports ``skipped`` without calling the provider.
+
+Retries: a provider failure (network, 5xx, 429, a refused grant) is not retried by Celery. It is
+recorded on the connection with the package's own backoff (``RETRY_BACKOFF``, the provider's
+``Retry-After``), and a later fan-out retries it once that has passed; a Celery retry on top
+would ignore that backoff. Only a database error (``OperationalError``, ``InterfaceError``: a
+dropped connection, a lock timeout, a busy SQLite file) is retried, with exponential backoff and
+jitter, because it leaves nothing recorded. The fan-out is never retried: the next beat run
+lists the connections again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+from django.utils import timezone
+
+# Private for now: the same per-connection re-check and paging that refresh_tokens runs.
+from ..services.bulk import due_connection_ids, refresh_one_if_due
+
+__all__ = [
+    "DEFAULT_WITHIN_SECONDS",
+    "REFRESH_CONNECTION",
+    "REFRESH_DUE_CONNECTIONS",
+    "refresh_connection_task",
+    "refresh_due_connections_task",
+]
+
+# Stable task names, for beat schedules and task routes, whatever the module path.
+REFRESH_CONNECTION = "oauth_connect.refresh_connection"
+REFRESH_DUE_CONNECTIONS = "oauth_connect.refresh_due_connections"
+# refresh_tokens' default --within; a token is still never refreshed before half its lifetime.
+DEFAULT_WITHIN_SECONDS = 24 * 3600
+
+logger = logging.getLogger("oauth_connect")
+
+
+@shared_task(
+    name=REFRESH_CONNECTION,
+    autoretry_for=(OperationalError, InterfaceError),
+    max_retries=5,
+    retry_backoff=5,
+    retry_backoff_max=300,
+    retry_jitter=True,
+)
+def refresh_connection_task(
+    connection_id: int,
+    within_seconds: float = DEFAULT_WITHIN_SECONDS,
+    not_refreshed_since: str | None = None,
+) -> dict[str, Any]:
+    """Refresh connection ``connection_id`` if, under its row lock, its access token expires
+    within ``within_seconds`` (capped at half the token's lifetime), it isn't backing off after
+    failures, and it wasn't refreshed since ``not_refreshed_since`` (an ISO 8601 time; the
+    fan-out passes its start).
+
+    Returns ``{"connection_id", "provider", "tenant_id", "label", "outcome", "status",
+    "error"}`` where ``outcome`` is ``"refreshed"``, ``"skipped"`` (not due, refreshed by someone
+    else, disconnected, deleted or awaiting reauthorization) or ``"failed"`` (the provider
+    failed or refused; ``error`` says why, without secrets, and the connection records it).
+    """
+    within = _within(within_seconds)
+    since = _since(not_refreshed_since) if not_refreshed_since is not None else timezone.now()
+    result = vars(
+        refresh_one_if_due(_connection_id(connection_id), within, not_refreshed_since=since)
+    )
+    tenant_id = result["tenant_id"]
+    if not (tenant_id is None or isinstance(tenant_id, (int, str))):
+        result["tenant_id"] = str(tenant_id)  # e.g. a UUID primary key, for any serializer
+    return result
+
+
+@shared_task(name=REFRESH_DUE_CONNECTIONS)
+def refresh_due_connections_task(
+    within_seconds: float = DEFAULT_WITHIN_SECONDS,
+    providers: Iterable[str] | str | None = None,
+) -> dict[str, Any]:
+    """Enqueue ``refresh_connection_task`` for every connection whose access token expires within
+    ``within_seconds`` (default a day) and that can be refreshed now, optionally only for
+    ``providers`` (a provider id or a list of them).
+
+    Connections are read in pages of primary keys, so memory stays flat however many there are.
+    Returns ``{"enqueued", "within_seconds", "providers", "started"}``.
+    """
+    within = _within(within_seconds)
+    provider_ids = _providers(providers)
+    started = timezone.now()
+    options = {"within_seconds": within.total_seconds(), "not_refreshed_since": started.isoformat()}
+    enqueued = 0
+    for pk in due_connection_ids(within, providers=provider_ids, now=started):
+        # Not added to this task's result: a fleet of connections would bloat it.
+        refresh_connection_task.apply_async(args=(pk,), kwargs=options, add_to_parent=False)
+        enqueued += 1
+    logger.info("Enqueued %s connection refreshes", enqueued, extra={"enqueued": enqueued})
+    return {
+        "enqueued": enqueued,
+        "within_seconds": within.total_seconds(),
+        "providers": provider_ids,
+        "started": started.isoformat(),
+    }
+
+
+# Arguments arrive through a serializer (JSON by default) from beat schedules and other code:
+# reject what would silently do the wrong thing.
+
+
+def _connection_id(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(f"connection_id must be an integer, not {type(value).__name__}.")
+    try:
+        return int(value)
+    except ValueError as err:
+        raise ValueError(f"connection_id must be an integer, not {value!r}.") from err
+
+
+def _within(value: Any) -> timedelta:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"within_seconds must be a number of seconds, not {type(value).__name__}.")
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"within_seconds must be 0 or more, not {value!r}.")
+    return timedelta(seconds=value)
+
+
+def _since(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise TypeError(f"not_refreshed_since must be an ISO 8601 string, not {value!r}.")
+    since = datetime.fromisoformat(value)
+    if timezone.is_naive(since):
+        raise ValueError(f"not_refreshed_since must carry a UTC offset: {value!r}.")
+    return since
+
+
+def _providers(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]  # one provider id, not its letters
+    providers = list(value)
+    if not providers:
+        # Refreshing every provider because a computed list came out empty would surprise.
+        raise ValueError("providers is empty: name at least one, or pass None for all.")
+    if not all(isinstance(provider, str) for provider in providers):
+        raise TypeError(f"providers must be provider ids, not {providers!r}.")
+    return providers
