@@ -34,7 +34,8 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
-# Private for now: the same per-connection re-check and paging that refresh_tokens runs.
+# The same per-connection re-check and paging that refresh_tokens runs.
+from ..providers import registry
 from ..services.bulk import due_connection_ids, refresh_one_if_due
 
 __all__ = [
@@ -152,11 +153,17 @@ def _providers(value: Any) -> list[str] | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return [value]  # one provider id, not its letters
+        value = [value]  # one provider id, not its letters
     providers = list(value)
     if not providers:
         # Refreshing every provider because a computed list came out empty would surprise.
         raise ValueError("providers is empty: name at least one, or pass None for all.")
     if not all(isinstance(provider, str) for provider in providers):
         raise TypeError(f"providers must be provider ids, not {providers!r}.")
+    unknown = [provider for provider in providers if not registry.is_configured(provider)]
+    if unknown:
+        # A typo would otherwise enqueue nothing, and look like "nothing was due".
+        raise ValueError(
+            f"Unknown provider id(s) {unknown}: configured are {registry.configured_ids()}."
+        )
     return providers

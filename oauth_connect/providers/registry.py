@@ -85,6 +85,10 @@ def get(provider_id: str) -> Provider:
     return provider_class(provider_id)(provider_id, conf.provider_settings(provider_id))
 
 
+def configured_ids() -> list[str]:
+    return conf.configured_provider_ids()
+
+
 def is_configured(provider_id: str) -> bool:
     return provider_id in conf.configured_provider_ids()
 

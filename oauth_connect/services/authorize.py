@@ -121,9 +121,10 @@ def complete_authorization(
             provider=provider_id,
         )
     provider = oauth2_provider(provider_id)
-    # Every parameter is checked before any is used, whichever the provider sent.
+    # Every parameter is checked (once, well-formed) before any of them is acted on.
     error = _single(params, "error", required=False)
     description = _single(params, "error_description", required=False)
+    code = _single(params, "code", required=False)
     if error:
         raise _denied(provider, error, description)
     code = _single(params, "code")

@@ -189,7 +189,7 @@ def rotate_token(connection: Connection) -> None:
         raise UnsupportedOperation(
             f"{connection.provider_name} tokens can't be rotated on demand.", connection=connection
         )
-    failure: ProviderError | None = None
+    failure: OAuthConnectError | None = None
     with locked_connection(connection.pk) as current:
         if current.status == Status.DISCONNECTED:
             raise ConnectionUnavailable(
@@ -207,7 +207,10 @@ def rotate_token(connection: Connection) -> None:
             record_event(current, Kind.REFRESH_FAILED, f"Rotation failed: {err.detail}", error=err)
             failure = err
         else:
-            _store_refreshed(current, tokens, Kind.ROTATED)
+            try:
+                _store_refreshed(current, tokens, Kind.ROTATED)
+            except TokensNotStored as err:
+                failure = err  # already marked; leaving the block normally commits the mark
     _copy_state(current, connection)
     if failure is not None:
         raise failure
@@ -233,6 +236,7 @@ def _store_refreshed(
     current.token_type = tokens.token_type
     current.expires_at = tokens.expires_at
     current.last_refreshed_at = now
+    failures_before = current.consecutive_failures
     current.status = Status.ACTIVE
     current.last_error = ""
     current.consecutive_failures = 0
@@ -244,7 +248,7 @@ def _store_refreshed(
             # Once more: many write failures are momentary (a deadlock victim, a failover).
             _write_tokens(current, kind, tokens.note, recovered)
         except DatabaseError as err:
-            raise _tokens_not_stored(current, err) from err
+            raise _tokens_not_stored(current, err, failures_before) from err
 
 
 def _write_tokens(current: Connection, kind: str, note: str, recovered: bool) -> None:
@@ -255,7 +259,9 @@ def _write_tokens(current: Connection, kind: str, note: str, recovered: bool) ->
             record_event(current, Kind.RECOVERED, "Refreshed after earlier failures.")
 
 
-def _tokens_not_stored(current: Connection, err: DatabaseError) -> TokensNotStored:
+def _tokens_not_stored(
+    current: Connection, err: DatabaseError, failures_before: int
+) -> TokensNotStored:
     """The provider rotated, we couldn't store the result: never let that pass quietly. Log it
     (the error's type only: database messages can quote row values), and mark the connection
     for operators if the database takes that much."""
@@ -274,7 +280,7 @@ def _tokens_not_stored(current: Connection, err: DatabaseError) -> TokensNotStor
         with transaction.atomic(using=current._state.db):
             current.status = Status.ERROR
             current.last_error = detail
-            current.consecutive_failures += 1
+            current.consecutive_failures = failures_before + 1
             current.retry_not_before = None
             _save_status(current, "consecutive_failures")
             record_event(current, Kind.REFRESH_FAILED, detail, error=failure)

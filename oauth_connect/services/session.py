@@ -21,6 +21,7 @@ from ..exceptions import (
     ConnectionUnavailable,
     ProviderError,
     ReauthorizationRequired,
+    TokensNotStored,
     UnsafeURLError,
 )
 from ..models import Connection
@@ -72,7 +73,10 @@ class ConnectionSession(TimeoutSession):
             and _resendable(kwargs)
             and not self._backing_off()
         ):
-            refresh_rejected_token(self.connection, self._access_token)
+            try:
+                refresh_rejected_token(self.connection, self._access_token)
+            except TokensNotStored as err:
+                self._carry_on_unstored(err)
             self._use_stored_token()
             response.close()
             response = super().request(method, url, *args, **kwargs)
@@ -95,6 +99,8 @@ class ConnectionSession(TimeoutSession):
             return
         try:
             refresh_connection(self.connection, due_within=self._leeway)
+        except TokensNotStored as err:
+            self._carry_on_unstored(err)
         except ReauthorizationRequired:
             raise
         except ProviderError as err:
@@ -107,6 +113,15 @@ class ConnectionSession(TimeoutSession):
                 extra={"connection_id": self.connection.pk, "provider": self.connection.provider},
             )
         self._use_stored_token()
+
+    def _carry_on_unstored(self, err: TokensNotStored) -> None:
+        # The new tokens exist only in this process now (already logged and marked): use them
+        # rather than fail the request, which the old, rotated-away token can't make.
+        logger.warning(
+            "%s: using tokens that could not be stored",
+            self.connection,
+            extra={"connection_id": self.connection.pk, "provider": self.connection.provider},
+        )
 
     def _use_stored_token(self) -> None:
         self._access_token = self.connection.access_token

@@ -251,8 +251,15 @@ def test_fan_out_enqueues_one_refresh_per_due_connection_in_pages(
 )
 @pytest.mark.django_db
 def test_fan_out_only_for_the_providers_asked(
-    enqueued: mock.Mock, make_connection: Any, providers: Any, listed: list[str]
+    enqueued: mock.Mock, make_connection: Any, providers: Any, listed: list[str], settings: Any
 ) -> None:
+    settings.OAUTH_CONNECT["PROVIDERS"]["acme"] = {
+        "AUTHORIZE_URL": "https://acme.test/a",
+        "TOKEN_URL": "https://acme.test/t",
+        "API_URL": "https://acme.test/api/",
+        "CLIENT_ID": "id",
+        "CLIENT_SECRET": "secret",
+    }
     apicbase = make_connection(provider="apicbase", expires_at=minutes(-5))
     acme = make_connection(provider="acme", expires_at=minutes(-5))
 
@@ -272,6 +279,7 @@ def test_fan_out_only_for_the_providers_asked(
         pytest.param({"within_seconds": float("inf")}, ValueError, id="forever"),
         pytest.param({"providers": []}, ValueError, id="no-providers"),
         pytest.param({"providers": [1]}, TypeError, id="not-ids"),
+        pytest.param({"providers": ["apicbse"]}, ValueError, id="a-typo"),
     ],
 )
 def test_fan_out_rejects_arguments_that_would_do_the_wrong_thing(

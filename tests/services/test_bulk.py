@@ -68,3 +68,24 @@ def test_a_failing_reporter_stops_the_run_instead_of_hanging(
 
     with pytest.raises(BrokenPipeError):
         refresh_due_connections(DAY, workers=2, on_result=broken_pipe)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("status", ["reauth_required", "disconnected"])
+def test_a_skipped_result_reports_the_row_as_it_is(
+    make_connection: Any, status: str, http_mock: responses.RequestsMock
+) -> None:
+    from oauth_connect.services import refresh_one_if_due
+
+    connection = make_connection(status=status)
+    result = refresh_one_if_due(connection.pk, DAY)
+    assert (result.outcome, result.provider, result.status) == ("skipped", "apicbase", status)
+    assert result.tenant_id == connection.tenant_id
+
+
+@pytest.mark.django_db
+def test_a_deleted_row_is_skipped_with_no_status(http_mock: responses.RequestsMock) -> None:
+    from oauth_connect.services import refresh_one_if_due
+
+    result = refresh_one_if_due(987654, DAY)
+    assert (result.outcome, result.status) == ("skipped", "")

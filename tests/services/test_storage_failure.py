@@ -74,3 +74,74 @@ def test_tokens_the_database_refuses_are_reported_not_dropped(
         assert secret not in caplog.text
     # This process still holds the new tokens, so its session can go on working.
     assert connection.access_token == "access-token-2"
+
+
+def test_the_write_is_tried_twice_and_the_failure_count_kept(
+    http_mock: responses.RequestsMock,
+    make_connection: Any,
+    refusing_database: None,
+    monkeypatch: Any,
+) -> None:
+    from oauth_connect.services import refresh as refresh_module
+
+    attempts = []
+    write = refresh_module._write_tokens
+
+    def counting(*args: Any, **kwargs: Any) -> None:
+        attempts.append(1)
+        write(*args, **kwargs)
+
+    monkeypatch.setattr(refresh_module, "_write_tokens", counting)
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(2))
+    connection = make_connection(
+        expires_at=timezone.now() - timedelta(minutes=1),
+        status=Connection.Status.ERROR,
+        consecutive_failures=4,
+    )
+    with pytest.raises(TokensNotStored):
+        refresh_connection(connection)
+    assert len(attempts) == 2
+    assert Connection.objects.get(pk=connection.pk).consecutive_failures == 5
+
+
+def test_a_session_goes_on_with_tokens_that_could_not_be_stored(
+    http_mock: responses.RequestsMock, make_connection: Any, refusing_database: None
+) -> None:
+    from tests.conftest import API_URL
+
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(2))
+    http_mock.add(responses.GET, API_URL + "accounts/me/", json={})
+    connection = make_connection(expires_at=timezone.now() + timedelta(minutes=1))
+
+    response = connection.session().get("accounts/me/")
+
+    # The old access token was rotated away: only the unstored new one can make the request.
+    assert response.status_code == 200
+    assert http_mock.calls[1].request.headers["Authorization"] == "Bearer access-token-2"
+    assert Connection.objects.get(pk=connection.pk).status == Connection.Status.ERROR
+
+
+def test_a_rotation_the_database_refuses_is_marked_too(
+    http_mock: responses.RequestsMock, make_connection: Any, refusing_database: None, settings: Any
+) -> None:
+    import json
+
+    from oauth_connect.services import rotate_token
+
+    settings.OAUTH_CONNECT["PROVIDERS"]["custobar"] = {"BASE_URL": "https://{company}.cb.test/"}
+    http_mock.add(
+        responses.POST, "https://acme.cb.test/api/auth/new-access-token/", json={"token": "t2"}
+    )
+    connection = make_connection(
+        provider="custobar",
+        expires_at=None,
+        refresh_token="",
+        account={"company": "acme", "base_url": "https://acme.cb.test/", "username": "alice"},
+        credentials=json.dumps({"password": "pw-1234"}),
+    )
+    with pytest.raises(TokensNotStored):
+        rotate_token(connection)
+    stored = Connection.objects.get(pk=connection.pk)
+    assert stored.status == Connection.Status.ERROR  # committed, on PostgreSQL too
+    assert stored.events.get().kind == "refresh_failed"
+    assert connection.access_token == "t2"
