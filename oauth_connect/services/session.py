@@ -9,10 +9,13 @@ provider declares) refreshes once and retries once.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
+import requests
+import requests.auth
 from django.utils import timezone
 
 from .. import conf
@@ -58,6 +61,9 @@ class ConnectionSession(TimeoutSession):
         self.base_url = base if base.endswith("/") else base + "/"
         self._origin = _origin(self.base_url)
         self._leeway = conf.refresh_leeway()
+        # An auth object, not just a default header: without one, requests looks up ~/.netrc
+        # on every call, and an entry for the API's host would replace the tenant's token.
+        self.auth = _ConnectionAuth(self)
         self._use_stored_token()
 
     def __repr__(self) -> str:
@@ -65,7 +71,8 @@ class ConnectionSession(TimeoutSession):
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
         url = self._resolve(url if isinstance(url, str) else url.decode())
-        if self._refresh_at is not None and timezone.now() >= self._refresh_at:
+        # A float comparison: the hot path builds no datetime (time-machine patches time.time).
+        if self._refresh_at is not None and time.time() >= self._refresh_at:
             self._refresh_ahead_of_expiry()
         response = super().request(method, url, *args, **kwargs)
         if (
@@ -127,12 +134,13 @@ class ConnectionSession(TimeoutSession):
         self._access_token = self.connection.access_token
         expires_at: datetime | None = self.connection.expires_at
         margin = self.connection.refresh_margin(self._leeway)
-        self._refresh_at = expires_at - margin if expires_at is not None else None
-        self.headers["Authorization"] = self.provider.authorization_header(self._access_token)
+        self._refresh_at = (expires_at - margin).timestamp() if expires_at is not None else None
+        self._authorization = self.provider.authorization_header(self._access_token)
 
     def _resolve(self, url: str) -> str:
-        if not urlsplit(url).scheme:
-            return urljoin(self.base_url, url.lstrip("/"))
+        # Relative paths are appended to the API URL (plain concatenation: the hot path).
+        if "://" not in url or not urlsplit(url).scheme:
+            return self.base_url + url.lstrip("/")
         if _origin(url) != self._origin:
             raise UnsafeURLError(
                 f"It only sends its token to {self._origin}; refusing "
@@ -140,6 +148,18 @@ class ConnectionSession(TimeoutSession):
                 connection=self.connection,
             )
         return url
+
+
+class _ConnectionAuth(requests.auth.AuthBase):
+    """Puts the session's current token on each request (requests drops it on a redirect to
+    another host)."""
+
+    def __init__(self, session: ConnectionSession) -> None:
+        self.session = session
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = self.session._authorization
+        return request
 
 
 def _origin(url: str) -> str:

@@ -231,3 +231,23 @@ def test_a_token_shorter_lived_than_the_leeway_is_not_refreshed_on_every_call(
     with time_machine.travel(frozen_now + timedelta(minutes=2, seconds=1), tick=False):
         session.get("accounts/me/")
     assert [c.request.method for c in http_mock.calls] == ["GET", "POST", "GET"]
+
+
+def test_a_relative_url_with_a_url_in_its_query_stays_relative(
+    http_mock: responses.RequestsMock, make_connection: Any
+) -> None:
+    http_mock.add(responses.GET, ME, json={})
+    make_connection().session().get("accounts/me/?next=https://elsewhere.test/")
+    assert http_mock.calls[0].request.url.startswith(ME + "?next=")
+
+
+def test_a_netrc_entry_for_the_api_host_cannot_replace_the_token(
+    http_mock: responses.RequestsMock, make_connection: Any, tmp_path: Any, monkeypatch: Any
+) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine api.apicbase.test login someone password elses\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    http_mock.add(responses.GET, ME, json={})
+    make_connection().session().get("accounts/me/")
+    assert auth_of(http_mock.calls[0]) == "Bearer access-token-1"
