@@ -144,3 +144,50 @@ def token_body(n: int = 2, **extra: Any) -> dict[str, Any]:
         "scope": "accounts library",
         **extra,
     }
+
+
+@pytest.fixture
+def received() -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    """Every oauth_connect signal sent during the test, in order. Signals go out on commit:
+    wrap the action in ``django_capture_on_commit_callbacks(execute=True)``."""
+    from oauth_connect import signals
+
+    log: list[tuple[str, dict[str, Any]]] = []
+    receivers = []
+    for name, signal in signals.BY_EVENT_KIND.items():
+
+        def receiver(sender: Any, _name: str = name, **kwargs: Any) -> None:
+            log.append((_name, kwargs))
+
+        signal.connect(receiver, weak=False)
+        receivers.append((signal, receiver))
+    yield log
+    for signal, receiver in receivers:
+        signal.disconnect(receiver)
+
+
+def race(threads: int, action: Callable[[], Any]) -> list[Any]:
+    """Run ``action`` in ``threads`` threads released at the same moment; return what each
+    returned (or raised). Each thread closes its own database connection."""
+    import threading
+
+    from django.db import connection as db_connection
+
+    barrier = threading.Barrier(threads)
+    outcomes: list[Any] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            outcomes.append(action())
+        except Exception as err:  # reported by the caller's assertions
+            outcomes.append(err)
+        finally:
+            db_connection.close()
+
+    workers = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    return outcomes

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -16,7 +16,6 @@ from django.db import connection as db_connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from oauth_connect import signals
 from oauth_connect.exceptions import (
     InvalidCredentials,
     ProviderError,
@@ -71,23 +70,6 @@ def custobar_configured(settings: Any) -> None:
     settings.OAUTH_CONNECT = oauth_connect_settings(
         PROVIDERS={"apicbase": apicbase_settings(), "custobar": custobar_settings()}
     )
-
-
-@pytest.fixture
-def received() -> Iterator[list[tuple[str, dict[str, Any]]]]:
-    """Every oauth_connect signal sent during the test (they go out on commit)."""
-    log: list[tuple[str, dict[str, Any]]] = []
-    receivers = []
-    for name, signal in signals.BY_EVENT_KIND.items():
-
-        def receiver(sender: Any, _name: str = name, **kwargs: Any) -> None:
-            log.append((_name, kwargs))
-
-        signal.connect(receiver, weak=False)
-        receivers.append((signal, receiver))
-    yield log
-    for signal, receiver in receivers:
-        signal.disconnect(receiver)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from django.utils import timezone
 from oauth_connect.exceptions import ProviderError, ReauthorizationRequired
 from oauth_connect.models import Connection
 from oauth_connect.services import connect_with_credentials, refresh_connection
-from tests.conftest import oauth_connect_settings
+from tests.conftest import oauth_connect_settings, race
 from tests.providers.contract import ProviderContract
 
 API_URL = "https://api.teletracker.test/"
@@ -379,27 +379,15 @@ def test_threads_racing_on_one_expired_connection_cause_one_refresh(
         expires_at=timezone.now() - timedelta(minutes=1), **teletracker_fields()
     )
     threads_count = 8
-    barrier = threading.Barrier(threads_count)
-    outcomes: list[Any] = []
 
-    def worker() -> None:
-        try:
-            mine = Connection.objects.get(pk=connection.pk)
-            barrier.wait()
-            refresh_connection(mine)
-            outcomes.append(mine.access_token)
-        except Exception as err:  # pragma: no cover - reported by the assertion below
-            outcomes.append(err)
-        finally:
-            db_connection.close()
+    def refresh_a_fresh_copy() -> str:
+        mine = Connection.objects.get(pk=connection.pk)
+        refresh_connection(mine)
+        return mine.access_token
 
     with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
         mock.add_callback(responses.POST, REFRESH_URL, callback=refresh_endpoint)
-        threads = [threading.Thread(target=worker) for _ in range(threads_count)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        outcomes = race(threads_count, refresh_a_fresh_copy)
 
     assert calls == ["refresh-token-1"]
     assert outcomes == ["access-token-2"] * threads_count

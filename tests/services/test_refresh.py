@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs
@@ -15,7 +14,6 @@ import responses
 from django.db import connection as db_connection
 from django.test.utils import CaptureQueriesContext
 
-from oauth_connect import signals
 from oauth_connect.exceptions import (
     ConnectionUnavailable,
     ProviderError,
@@ -24,27 +22,9 @@ from oauth_connect.exceptions import (
 from oauth_connect.models import ClientCredentials, Connection
 from oauth_connect.providers import OAuth2Provider
 from oauth_connect.services import refresh_connection, refresh_rejected_token
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, TOKEN_URL, token_body
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, TOKEN_URL, race, token_body
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def received() -> Iterator[list[tuple[str, dict[str, Any]]]]:
-    """Every oauth_connect signal sent during the test, in order. Signals go out on commit:
-    wrap the action in ``django_capture_on_commit_callbacks(execute=True)``."""
-    log: list[tuple[str, dict[str, Any]]] = []
-    receivers = []
-    for name, signal in signals.BY_EVENT_KIND.items():
-
-        def receiver(sender: Any, _name: str = name, **kwargs: Any) -> None:
-            log.append((_name, kwargs))
-
-        signal.connect(receiver, weak=False)
-        receivers.append((signal, receiver))
-    yield log
-    for signal, receiver in receivers:
-        signal.disconnect(receiver)
 
 
 def body(call: Any) -> dict[str, list[str]]:
@@ -334,27 +314,15 @@ def test_threads_racing_on_one_expired_token_cause_one_refresh(
 
     connection = expired(make_connection)
     threads_count = 8
-    barrier = threading.Barrier(threads_count)
-    outcomes: list[Any] = []
 
-    def worker() -> None:
-        try:
-            mine = Connection.objects.get(pk=connection.pk)
-            barrier.wait()
-            refresh_connection(mine)
-            outcomes.append(mine.access_token)
-        except Exception as err:  # pragma: no cover - reported by the assertion below
-            outcomes.append(err)
-        finally:
-            db_connection.close()
+    def refresh_a_fresh_copy() -> str:
+        mine = Connection.objects.get(pk=connection.pk)
+        refresh_connection(mine)
+        return mine.access_token
 
     with responses.RequestsMock() as mock:
         mock.add_callback(responses.POST, TOKEN_URL, callback=token_endpoint)
-        threads = [threading.Thread(target=worker) for _ in range(threads_count)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        outcomes = race(threads_count, refresh_a_fresh_copy)
 
     assert calls == ["refresh-token-1"]
     assert outcomes == ["access-token-2"] * threads_count
