@@ -22,10 +22,6 @@ class UndecryptableValue(Exception):
     names the row it came from."""
 
 
-def generate_key() -> str:
-    return Fernet.generate_key().decode()
-
-
 @lru_cache(maxsize=8)
 def _fernet_for(keys: tuple[str, ...]) -> MultiFernet:
     # Keyed by the keys themselves, so override_settings with other keys gets another MultiFernet.

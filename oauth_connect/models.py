@@ -108,10 +108,6 @@ class Connection(models.Model):
             return self.provider
 
     @property
-    def scope_list(self) -> list[str]:
-        return self.scopes.split()
-
-    @property
     def account_description(self) -> str:
         """The connected account in a few words (e.g. "alice @ acme"), from the provider."""
         from .exceptions import ConfigurationError
