@@ -3,7 +3,10 @@ same refresh requests with the same concurrency and stores nothing).
 
 Seeds N connections due for refresh against a local threaded token endpoint that rotates
 refresh tokens, then runs each configuration in a fresh process and prints wall time,
-refreshes per second, database queries per connection and peak Python memory (tracemalloc).
+refreshes per second, the ratio to the floor, database queries per connection (SQL statements;
+then with each transaction's BEGIN and COMMIT added) and the process's peak RSS. The token
+endpoint runs in a process of its own, as a real provider would, answering at once: every
+millisecond the run takes beyond the floor is our own work.
 
     pip install -e ".[bench]"
     python benchmarks/bench_refresh.py                          # SQLite, N = 1,000 and 10,000
@@ -19,12 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import secrets
 import subprocess
 import sys
 import threading
 import time
-import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -43,8 +46,12 @@ class _TokenHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # else every answer waits ~40 ms for a delayed ACK
 
+    latency = 0.0  # seconds the provider takes to answer; set by --latency-ms
+
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.latency:
+            time.sleep(self.latency)  # the provider's own work, on the provider's side
         body = json.dumps(
             {
                 "access_token": secrets.token_urlsafe(24),
@@ -63,11 +70,13 @@ class _TokenHandler(BaseHTTPRequestHandler):
         pass
 
 
-def start_token_endpoint() -> str:
+def serve_token_endpoint(latency_ms: float) -> None:
+    """Serve until killed; the first line printed is the endpoint's URL."""
+    _TokenHandler.latency = latency_ms / 1000
     server = ThreadingHTTPServer(("127.0.0.1", 0), _TokenHandler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}/"
+    print(f"http://127.0.0.1:{server.server_address[1]}/", flush=True)
+    server.serve_forever()
 
 
 # Django ---------------------------------------------------------------------------------------
@@ -143,94 +152,126 @@ def seed(n: int) -> None:
     )
 
 
-class QueryCounter:
-    """Counts every query on every thread (Django's own capture sees only one connection)."""
+class StatementCounter:
+    """Counts every SQL statement on every thread (Django's own capture sees one connection),
+    and apart from them the transactions (BEGIN ... COMMIT), which PostgreSQL's driver sends
+    outside the cursor and SQLite's as a ``BEGIN`` statement."""
 
     def __init__(self) -> None:
         from django.db.backends import utils
+        from django.db.backends.base.base import BaseDatabaseWrapper
 
-        self.count = 0
+        self.statements = 0
+        self.commits = 0
         self._lock = threading.Lock()
-        self._utils = utils
-        self._execute = utils.CursorWrapper.execute
-        self._executemany = utils.CursorWrapper.executemany
+        self._patched = [
+            (utils.CursorWrapper, "execute"),
+            (utils.CursorWrapper, "executemany"),
+            (BaseDatabaseWrapper, "commit"),
+        ]
+        self._originals = [getattr(owner, name) for owner, name in self._patched]
 
-    def __enter__(self) -> QueryCounter:
+    def __enter__(self) -> StatementCounter:
         counter = self
+        execute, executemany, commit = self._originals
 
-        def execute(cursor: Any, *args: Any, **kwargs: Any) -> Any:
+        def count(sql: str) -> None:
+            if not sql.lstrip().upper().startswith("BEGIN"):
+                with counter._lock:
+                    counter.statements += 1
+
+        def counted_execute(cursor: Any, sql: str, *args: Any, **kwargs: Any) -> Any:
+            count(sql)
+            return execute(cursor, sql, *args, **kwargs)
+
+        def counted_executemany(cursor: Any, sql: str, *args: Any, **kwargs: Any) -> Any:
+            count(sql)
+            return executemany(cursor, sql, *args, **kwargs)
+
+        def counted_commit(wrapper: Any) -> Any:
             with counter._lock:
-                counter.count += 1
-            return counter._execute(cursor, *args, **kwargs)
+                counter.commits += 1
+            return commit(wrapper)
 
-        def executemany(cursor: Any, *args: Any, **kwargs: Any) -> Any:
-            with counter._lock:
-                counter.count += 1
-            return counter._executemany(cursor, *args, **kwargs)
-
-        self._utils.CursorWrapper.execute = execute
-        self._utils.CursorWrapper.executemany = executemany
+        for (owner, name), patched in zip(
+            self._patched, [counted_execute, counted_executemany, counted_commit], strict=True
+        ):
+            setattr(owner, name, patched)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._utils.CursorWrapper.execute = self._execute
-        self._utils.CursorWrapper.executemany = self._executemany
+        for (owner, name), original in zip(self._patched, self._originals, strict=True):
+            setattr(owner, name, original)
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def peak_rss_mb() -> float:
+    # ru_maxrss is the process's high-water mark, in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # One configuration, in its own process ---------------------------------------------------------
 
 
-def run_one(args: argparse.Namespace) -> dict[str, Any]:
-    from cryptography.fernet import Fernet
+def run_floor(token_url: str, n: int, workers: int) -> dict[str, Any]:
+    import requests
 
-    token_url = start_token_endpoint()
-    setup_django(args.database, token_url, Fernet.generate_key().decode())
-    seed(args.n)
+    local = threading.local()
 
-    if args.mode == "floor":
-        import requests
+    def post(_: int) -> None:
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        session.post(
+            token_url + "oauth/token/",
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": "r",
+                "client_id": "bench-client",
+                "client_secret": "bench-secret",
+            },
+            timeout=10,
+        ).raise_for_status()
 
-        local = threading.local()
-        urls = [token_url + "oauth/token/"] * args.n
-
-        def post(url: str) -> None:
-            session = getattr(local, "session", None) or requests.Session()
-            local.session = session
-            session.post(
-                url,
-                data={
-                    "grant_type": "refresh_token",
-                    "refresh_token": "r",
-                    "client_id": "bench-client",
-                    "client_secret": "bench-secret",
-                },
-                timeout=10,
-            ).raise_for_status()
-
-        tracemalloc.start()
-        start = time.perf_counter()
-        with ThreadPoolExecutor(args.workers) as pool:
-            list(pool.map(post, urls))
-        elapsed = time.perf_counter() - start
-        peak = tracemalloc.get_traced_memory()[1]
-        return {"seconds": elapsed, "refreshed": args.n, "queries": 0, "peak_bytes": peak}
-
-    from datetime import timedelta
-
-    from oauth_connect.services import refresh_due_connections
-
-    tracemalloc.start()
-    with QueryCounter() as queries:
-        start = time.perf_counter()
-        summary = refresh_due_connections(timedelta(days=1), workers=args.workers)
-        elapsed = time.perf_counter() - start
-    peak = tracemalloc.get_traced_memory()[1]
+    cpu, start = cpu_seconds(), time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(post, range(n)))
+    elapsed = time.perf_counter() - start
     return {
         "seconds": elapsed,
-        "refreshed": summary.count("refreshed"),
-        "failed": summary.failed,
-        "queries": queries.count,
-        "peak_bytes": peak,
+        "cpu_seconds": cpu_seconds() - cpu,
+        "refreshed": n,
+        "statements": 0,
+        "commits": 0,
+    }
+
+
+def run_refresh_tokens(workers: int) -> dict[str, Any]:
+    from django.core.management import call_command, load_command_class
+
+    load_command_class("oauth_connect", "refresh_tokens")  # imports are start-up, not refresh
+    with StatementCounter() as counter:
+        cpu, start = cpu_seconds(), time.perf_counter()
+        # What cron runs, printing a line per connection (to /dev/null: kept in memory, the
+        # output would grow with N and spoil the memory figure).
+        with open(os.devnull, "w") as devnull:
+            call_command(
+                "refresh_tokens", "--within", "1d", "--workers", str(workers), stdout=devnull
+            )
+        elapsed = time.perf_counter() - start
+        cpu = cpu_seconds() - cpu
+    from oauth_connect.models import Connection
+
+    refreshed = Connection.objects.filter(last_refreshed_at__isnull=False).count()
+    return {
+        "seconds": elapsed,
+        "cpu_seconds": cpu,
+        "refreshed": refreshed,
+        "statements": counter.statements,
+        "commits": counter.commits,
     }
 
 
@@ -246,63 +287,103 @@ def ensure_postgres_database() -> None:
             admin.execute(f'CREATE DATABASE "{PG_BENCH_DB}"')
 
 
+def child(*arguments: str) -> list[str]:
+    return [sys.executable, __file__, *arguments]
+
+
+def in_fresh_process(*arguments: str) -> dict[str, Any]:
+    finished = subprocess.run(  # noqa: S603 - this same script, fixed arguments
+        child(*arguments), capture_output=True, text=True, cwd=ROOT
+    )
+    if finished.returncode:
+        sys.exit(f"{' '.join(arguments)} failed:\n{finished.stderr}")
+    return json.loads(finished.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0,
+        help="How long the token endpoint takes to answer (default 0: at once).",
+    )
+    # The fresh processes the driver starts:
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--run", choices=["floor", "refresh_tokens"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--mode", choices=["ours", "floor"], help=argparse.SUPPRESS)
+    parser.add_argument("--token-url", help=argparse.SUPPRESS)
+    parser.add_argument("--key", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.one:
-        args.workers = args.workers[0]
-        print(json.dumps(run_one(args)))
+    if args.serve:
+        serve_token_endpoint(args.latency_ms)
         return
+    if args.seed is not None:
+        setup_django(args.database, args.token_url, args.key)
+        seed(args.seed)
+        print(json.dumps({"seeded": args.seed}))
+        return
+    if args.run:
+        if args.run == "floor":
+            result = run_floor(args.token_url, args.n, args.workers[0])
+        else:
+            setup_django(args.database, args.token_url, args.key)
+            result = run_refresh_tokens(args.workers[0])
+        print(json.dumps({**result, "peak_rss_mb": peak_rss_mb()}))
+        return
+
+    from cryptography.fernet import Fernet
 
     if args.database == "postgres":
         ensure_postgres_database()
-    print(
-        f"bulk refresh on {args.database}; {os.cpu_count()} cores, Python {sys.version.split()[0]}"
+    key = Fernet.generate_key().decode()
+    # The provider runs in its own process, as a real one would: it doesn't share our GIL.
+    server = subprocess.Popen(  # noqa: S603 - this same script, fixed arguments
+        child("--serve", "--latency-ms", str(args.latency_ms)),
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
-    print(
-        f"{'N':>6} {'workers':>7} {'what':>18} {'seconds':>8} {'refresh/s':>9} "
-        f"{'queries/conn':>12} {'peak MB':>8}"
-    )
-    for n in args.sizes:
-        for workers in args.workers:
-            for mode in ("floor", "ours"):
-                result = json.loads(
-                    subprocess.run(  # noqa: S603 - this same script, fixed arguments
-                        [
-                            sys.executable,
-                            __file__,
-                            "--one",
-                            "--database",
-                            args.database,
-                            "--n",
-                            str(n),
-                            "--workers",
-                            str(workers),
-                            "--mode",
-                            mode,
-                        ],
-                        check=True,
-                        capture_output=True,
-                        text=True,
-                        cwd=ROOT,
+    try:
+        token_url = server.stdout.readline().strip()  # type: ignore[union-attr]
+        common = ["--database", args.database, "--token-url", token_url, "--key", key]
+        print(
+            f"bulk refresh on {args.database}; token endpoint answers in {args.latency_ms:g} ms; "
+            f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
+        )
+        print(
+            f"{'N':>6} {'workers':>7} {'what':>17} {'seconds':>8} {'refresh/s':>9} "
+            f"{'ratio':>6} {'CPU ms/conn':>11} {'queries/conn':>12} {'+BEGIN/COMMIT':>13} "
+            f"{'peak RSS MB':>11}"
+        )
+        for n in args.sizes:
+            for workers in args.workers:
+                floor = in_fresh_process(
+                    *common, "--run", "floor", "--n", str(n), "--workers", str(workers)
+                )
+                in_fresh_process(*common, "--seed", str(n))
+                ours = in_fresh_process(
+                    *common, "--run", "refresh_tokens", "--workers", str(workers)
+                )
+                for what, result in (("floor (POST only)", floor), ("refresh_tokens", ours)):
+                    ratio = result["seconds"] / floor["seconds"]
+                    statements = result["statements"] / n
+                    round_trips = (result["statements"] + 2 * result["commits"]) / n
+                    print(
+                        f"{n:>6} {workers:>7} {what:>17} {result['seconds']:>8.2f} "
+                        f"{result['refreshed'] / result['seconds']:>9.0f} {ratio:>6.2f} "
+                        f"{result['cpu_seconds'] * 1000 / n:>11.2f} "
+                        f"{statements:>12.2f} {round_trips:>13.2f} "
+                        f"{result['peak_rss_mb']:>11.1f}",
+                        flush=True,
                     )
-                    .stdout.strip()
-                    .splitlines()[-1]
-                )
-                what = "floor (POST only)" if mode == "floor" else "refresh_tokens"
-                per_conn = result["queries"] / n
-                print(
-                    f"{n:>6} {workers:>7} {what:>18} {result['seconds']:>8.2f} "
-                    f"{result['refreshed'] / result['seconds']:>9.0f} {per_conn:>12.2f} "
-                    f"{result['peak_bytes'] / 2**20:>8.1f}"
-                )
+    finally:
+        server.terminate()
 
 
 if __name__ == "__main__":

@@ -82,6 +82,8 @@ class Connection(models.Model):
             # refresh_tokens: due connections of a status, by expiry.
             models.Index(fields=["status", "expires_at"], name="oauth_connect_due_idx"),
             models.Index(fields=["provider", "status"], name="oauth_connect_provider_idx"),
+            # The admin's default order: a page of 100 without sorting every connection.
+            models.Index(fields=["provider", "label", "id"], name="oauth_connect_listing_idx"),
         ]
 
     def __str__(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -44,23 +45,35 @@ class RefreshResult:
 
 @dataclass
 class RefreshSummary:
+    """Counts per outcome, and each result unless the run was told not to keep them (so a run
+    over any number of connections stays in constant memory)."""
+
+    counts: Counter[str] = field(default_factory=Counter)
     results: list[RefreshResult] = field(default_factory=list)
+    keep_results: bool = True
+
+    def add(self, result: RefreshResult) -> None:
+        self.counts[result.outcome] += 1
+        if self.keep_results:
+            self.results.append(result)
 
     def count(self, outcome: str) -> int:
-        return sum(1 for result in self.results if result.outcome == outcome)
+        return self.counts[outcome]
 
     @property
     def failed(self) -> int:
         return self.count("failed")
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "due": len(self.results),
+        report: dict[str, Any] = {
+            "due": self.counts.total(),
             "refreshed": self.count("refreshed"),
             "skipped": self.count("skipped"),
             "failed": self.failed,
-            "connections": [vars(result) for result in self.results],
         }
+        if self.keep_results:
+            report["connections"] = [vars(result) for result in self.results]
+        return report
 
 
 def due_connections(
@@ -92,16 +105,19 @@ def refresh_due_connections(
     workers: int = 1,
     dry_run: bool = False,
     on_result: Callable[[RefreshResult], None] | None = None,
+    keep_results: bool = True,
 ) -> RefreshSummary:
     """Refresh every due connection with ``workers`` threads; report each result to
-    ``on_result`` as it happens (from worker threads, one at a time)."""
+    ``on_result`` as it happens (from worker threads, one at a time). With
+    ``keep_results=False`` the summary holds only counts: memory stays flat however many
+    connections are due."""
     now = timezone.now()
-    summary = RefreshSummary()
+    summary = RefreshSummary(keep_results=keep_results)
     report_lock = threading.Lock()
 
     def report(result: RefreshResult) -> None:
         with report_lock:
-            summary.results.append(result)
+            summary.add(result)
             if on_result is not None:
                 on_result(result)
 

@@ -26,14 +26,18 @@ def oauth_client_for(
     """The tenant's own client credentials when it has them, else the settings' ones.
 
     ``issued_to`` is the client id an existing token set was issued to: a refresh must use that
-    same client, even if the tenant has since added or removed its own credentials.
+    same client, even if the tenant has since added or removed its own credentials. Tokens
+    issued to the settings' client are refreshed with it without a query, which keeps a bulk
+    refresh at four queries per connection.
     """
     if not provider.needs_oauth_client():
         return None
-    own = ClientCredentials.objects.filter(tenant_id=tenant_id, provider=provider.provider_id)
-    tenant_client = own.first()
     settings_id = provider.settings.get("CLIENT_ID") or ""
     settings_secret = provider.settings.get("CLIENT_SECRET") or ""
+    if issued_to and issued_to == settings_id and settings_secret:
+        return OAuthClient(settings_id, settings_secret, "settings")
+    own = ClientCredentials.objects.filter(tenant_id=tenant_id, provider=provider.provider_id)
+    tenant_client = own.first()
     candidates = []
     if tenant_client is not None:
         candidates.append(

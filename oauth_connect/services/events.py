@@ -22,22 +22,33 @@ def record_event(
     connection: Connection, kind: str, message: str = "", **signal_kwargs: Any
 ) -> ConnectionEvent:
     """Append ``kind`` to the connection's event log. ``message`` must hold no secret."""
-    event = ConnectionEvent.objects.create(connection=connection, kind=kind, message=message)
+    event = store_event(connection, kind, message)
+    announce_event(event, **signal_kwargs)
+    return event
+
+
+def store_event(connection: Connection, kind: str, message: str = "") -> ConnectionEvent:
+    """Only the row: for writes that may still be rolled back, which announce once they can't."""
+    return ConnectionEvent.objects.create(connection=connection, kind=kind, message=message)
+
+
+def announce_event(event: ConnectionEvent, **signal_kwargs: Any) -> None:
+    """The log line now, the signal once the transaction commits."""
+    connection = event.connection
     logger.log(
-        _LEVELS.get(kind, logging.INFO),
+        _LEVELS.get(event.kind, logging.INFO),
         "%s: %s%s",
         connection,
-        kind,
-        f" ({message})" if message else "",
+        event.kind,
+        f" ({event.message})" if event.message else "",
         extra={
             "connection_id": connection.pk,
             "provider": connection.provider,
             "tenant_id": connection.tenant_id,
-            "event": kind,
+            "event": event.kind,
         },
     )
-    signal = BY_EVENT_KIND[kind]
+    signal = BY_EVENT_KIND[event.kind]
     transaction.on_commit(
         lambda: signal.send(Connection, connection=connection, event=event, **signal_kwargs)
     )
-    return event

@@ -32,7 +32,7 @@ from ..models import Connection, ConnectionEvent
 from ..providers.base import TokenSet
 from ..providers.client import ProviderClient
 from .credentials import oauth_client_for
-from .events import record_event
+from .events import announce_event, record_event, store_event
 from .locking import locked_connection
 
 logger = logging.getLogger("oauth_connect")
@@ -252,11 +252,56 @@ def _store_refreshed(
 
 
 def _write_tokens(current: Connection, kind: str, note: str, recovered: bool) -> None:
-    with transaction.atomic(using=current._state.db):
-        current.save()
-        record_event(current, kind, note)
-        if recovered:
-            record_event(current, Kind.RECOVERED, "Refreshed after earlier failures.")
+    """The tokens and their events, all or nothing. Announced (log line, signal) only once
+    written, so a write that is rolled back and retried announces once."""
+    alias = current._state.db
+    if not transaction.get_connection(alias).in_atomic_block:
+        # No row lock's transaction around us (SQLite): a short one of our own.
+        with transaction.atomic(using=alias):
+            events = _write_tokens_and_events(current, kind, note, recovered)
+    else:
+        # Inside the row lock's transaction: a savepoint, so that a refused write leaves that
+        # transaction usable for the retry and the failure mark. Deliberately never released:
+        # it ends with the transaction, and a RELEASE would cost a query per refresh.
+        savepoint = transaction.savepoint(using=alias)
+        try:
+            events = _write_tokens_and_events(current, kind, note, recovered)
+        except DatabaseError:
+            # As an atomic block does: the failed save() marked the whole transaction for
+            # rollback (which would refuse even the ROLLBACK TO), but the savepoint undoes it.
+            transaction.set_rollback(False, using=alias)
+            transaction.savepoint_rollback(savepoint, using=alias)
+            raise
+    for event in events:
+        announce_event(event)
+
+
+# What a refresh changes; saving only these keeps the UPDATE small (and leaves the rest of the
+# row, e.g. the tenant's kept password, exactly as stored).
+_REFRESHED_FIELDS = [
+    "access_token",
+    "refresh_token",
+    "refresh_expires_at",
+    "scopes",
+    "token_type",
+    "expires_at",
+    "last_refreshed_at",
+    "status",
+    "last_error",
+    "consecutive_failures",
+    "retry_not_before",
+    "updated_at",
+]
+
+
+def _write_tokens_and_events(
+    current: Connection, kind: str, note: str, recovered: bool
+) -> list[ConnectionEvent]:
+    current.save(update_fields=_REFRESHED_FIELDS)
+    events = [store_event(current, kind, note)]
+    if recovered:
+        events.append(store_event(current, Kind.RECOVERED, "Refreshed after earlier failures."))
+    return events
 
 
 def _tokens_not_stored(

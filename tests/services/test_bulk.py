@@ -89,3 +89,53 @@ def test_a_deleted_row_is_skipped_with_no_status(http_mock: responses.RequestsMo
 
     result = refresh_one_if_due(987654, DAY)
     assert (result.outcome, result.status) == ("skipped", "")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refreshed_connection_costs_at_most_four_statements(
+    http_mock: responses.RequestsMock, make_connection: Any
+) -> None:
+    # Outside a test transaction, as cron runs it. Transaction control (BEGIN, COMMIT) aside:
+    # the row read under its lock, the tokens written, the event appended, and on PostgreSQL
+    # the savepoint that lets a refused write be retried inside the lock's transaction.
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    for n in range(3):
+        http_mock.add(responses.POST, TOKEN_URL, json=token_body(n + 2))
+        make_connection(label=f"l{n}", expires_at=timezone.now() + timedelta(minutes=5))
+
+    with CaptureQueriesContext(db) as captured:
+        summary = refresh_due_connections(DAY)
+
+    assert summary.count("refreshed") == 3
+    statements = [
+        query["sql"].split()[0]
+        for query in captured.captured_queries
+        if query["sql"].split()[0] not in ("BEGIN", "COMMIT")
+    ]
+    per_connection = ["SELECT", "UPDATE", "INSERT"]
+    if db.features.has_select_for_update:
+        per_connection.insert(1, "SAVEPOINT")
+    assert statements == ["SELECT"] + per_connection * 3  # the first SELECT lists the due ones
+
+
+@pytest.mark.django_db
+def test_a_run_can_keep_only_counts(
+    http_mock: responses.RequestsMock, make_connection: Any, frozen_now: Any
+) -> None:
+    # What refresh_tokens does outside --json: each result is printed as it comes, and the
+    # summary holds counts only, so memory doesn't grow with the number of connections.
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(2))
+    make_connection(label="due", expires_at=frozen_now + timedelta(minutes=5))
+    make_connection(label="broken", expires_at=frozen_now + timedelta(minutes=5), status="error")
+    http_mock.add(responses.POST, TOKEN_URL, status=503)
+    seen = []
+
+    summary = refresh_due_connections(DAY, keep_results=False, on_result=seen.append)
+
+    assert summary.results == []
+    assert (summary.count("refreshed"), summary.failed) == (1, 1)
+    assert summary.as_dict() == {"due": 2, "refreshed": 1, "skipped": 0, "failed": 1}
+    assert sorted(result.outcome for result in seen) == ["failed", "refreshed"]

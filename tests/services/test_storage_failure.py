@@ -145,3 +145,47 @@ def test_a_rotation_the_database_refuses_is_marked_too(
     assert stored.status == Connection.Status.ERROR  # committed, on PostgreSQL too
     assert stored.events.get().kind == "refresh_failed"
     assert connection.access_token == "t2"
+
+
+@pytest.mark.parametrize("database", ["db", "transactional_db"])
+def test_a_write_refused_once_is_stored_and_announced_once(
+    database: str,
+    request: Any,
+    http_mock: responses.RequestsMock,
+    make_connection: Any,
+    received: list[Any],
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: Any,
+) -> None:
+    # "db": inside an outer transaction, as under PostgreSQL's row lock (the retry rolls back
+    # to a savepoint); "transactional_db": none, as on SQLite in production.
+    request.getfixturevalue(database)
+    from django.db import DatabaseError
+
+    from oauth_connect.services import refresh as refresh_module
+
+    store_event = refresh_module.store_event
+    refusals = []
+
+    def refuse_the_first_recovered_event(connection: Any, kind: str, message: str = "") -> Any:
+        if kind == "recovered" and not refusals:
+            refusals.append(kind)  # by now the tokens and the "refreshed" row are written
+            raise DatabaseError("deadlock detected")
+        return store_event(connection, kind, message)
+
+    monkeypatch.setattr(refresh_module, "store_event", refuse_the_first_recovered_event)
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(2))
+    connection = make_connection(
+        expires_at=timezone.now() - timedelta(minutes=1),
+        status=Connection.Status.ERROR,
+        consecutive_failures=2,
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert refresh_connection(connection) is True
+
+    assert refusals == ["recovered"]
+    stored = Connection.objects.get(pk=connection.pk)
+    assert (stored.access_token, stored.status) == ("access-token-2", Connection.Status.ACTIVE)
+    assert sorted(stored.events.values_list("kind", flat=True)) == ["recovered", "refreshed"]
+    assert sorted(name for name, _ in received) == ["recovered", "refreshed"]
