@@ -15,7 +15,6 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 
-from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from .. import conf
@@ -29,11 +28,11 @@ from ..exceptions import (
     UnsupportedOperation,
 )
 from ..models import Connection, ConnectionEvent
-from ..providers.base import TokenSet
 from ..providers.client import ProviderClient
 from .credentials import oauth_client_for
-from .events import announce_event, record_event, store_event
+from .events import record_event
 from .locking import locked_connection
+from .store import save_status, store_refreshed
 
 logger = logging.getLogger("oauth_connect")
 Status = Connection.Status
@@ -148,7 +147,7 @@ def _refresh_locked(
             "still reports as current: check the account's permissions.",
             connection=current,
         )
-    _store_refreshed(current, tokens)
+    store_refreshed(current, tokens)
     return True
 
 
@@ -208,7 +207,7 @@ def rotate_token(connection: Connection) -> None:
             failure = err
         else:
             try:
-                _store_refreshed(current, tokens, Kind.ROTATED)
+                store_refreshed(current, tokens, Kind.ROTATED)
             except TokensNotStored as err:
                 failure = err  # already marked; leaving the block normally commits the mark
     _copy_state(current, connection)
@@ -217,125 +216,6 @@ def rotate_token(connection: Connection) -> None:
 
 
 # State changes --------------------------------------------------------------------------------
-
-
-def _store_refreshed(
-    current: Connection, tokens: TokenSet, kind: str = ConnectionEvent.Kind.REFRESHED
-) -> None:
-    now = timezone.now()
-    recovered = current.consecutive_failures > 0 or current.status == Status.ERROR
-    current.access_token = tokens.access_token
-    if tokens.refresh_token is not None:
-        # A rotating provider has just invalidated the old refresh token: it must be replaced
-        # in the same transaction as the access token, along with its expiry (the old one's
-        # date says nothing about the new token; None means unknown, so it is always tried).
-        current.refresh_token = tokens.refresh_token
-        current.refresh_expires_at = tokens.refresh_expires_at
-    if tokens.scopes is not None:
-        current.scopes = " ".join(tokens.scopes)
-    current.token_type = tokens.token_type
-    current.expires_at = tokens.expires_at
-    current.last_refreshed_at = now
-    failures_before = current.consecutive_failures
-    current.status = Status.ACTIVE
-    current.last_error = ""
-    current.consecutive_failures = 0
-    current.retry_not_before = None
-    try:
-        _write_tokens(current, kind, tokens.note, recovered)
-    except DatabaseError:
-        try:
-            # Once more: many write failures are momentary (a deadlock victim, a failover).
-            _write_tokens(current, kind, tokens.note, recovered)
-        except DatabaseError as err:
-            raise _tokens_not_stored(current, err, failures_before) from err
-
-
-def _write_tokens(current: Connection, kind: str, note: str, recovered: bool) -> None:
-    """The tokens and their events, all or nothing. Announced (log line, signal) only once
-    written, so a write that is rolled back and retried announces once."""
-    alias = current._state.db
-    if not transaction.get_connection(alias).in_atomic_block:
-        # No row lock's transaction around us (SQLite): a short one of our own.
-        with transaction.atomic(using=alias):
-            events = _write_tokens_and_events(current, kind, note, recovered)
-    else:
-        # Inside the row lock's transaction: a savepoint, so that a refused write leaves that
-        # transaction usable for the retry and the failure mark. Deliberately never released:
-        # it ends with the transaction, and a RELEASE would cost a query per refresh.
-        savepoint = transaction.savepoint(using=alias)
-        try:
-            events = _write_tokens_and_events(current, kind, note, recovered)
-        except DatabaseError:
-            # As an atomic block does: the failed save() marked the whole transaction for
-            # rollback (which would refuse even the ROLLBACK TO), but the savepoint undoes it.
-            transaction.set_rollback(False, using=alias)
-            transaction.savepoint_rollback(savepoint, using=alias)
-            raise
-    for event in events:
-        announce_event(event)
-
-
-# What a refresh changes; saving only these keeps the UPDATE small (and leaves the rest of the
-# row, e.g. the tenant's kept password, exactly as stored).
-_REFRESHED_FIELDS = [
-    "access_token",
-    "refresh_token",
-    "refresh_expires_at",
-    "scopes",
-    "token_type",
-    "expires_at",
-    "last_refreshed_at",
-    "status",
-    "last_error",
-    "consecutive_failures",
-    "retry_not_before",
-    "updated_at",
-]
-
-
-def _write_tokens_and_events(
-    current: Connection, kind: str, note: str, recovered: bool
-) -> list[ConnectionEvent]:
-    current.save(update_fields=_REFRESHED_FIELDS)
-    events = [store_event(current, kind, note)]
-    if recovered:
-        events.append(store_event(current, Kind.RECOVERED, "Refreshed after earlier failures."))
-    return events
-
-
-def _tokens_not_stored(
-    current: Connection, err: DatabaseError, failures_before: int
-) -> TokensNotStored:
-    """The provider rotated, we couldn't store the result: never let that pass quietly. Log it
-    (the error's type only: database messages can quote row values), and mark the connection
-    for operators if the database takes that much."""
-    detail = (
-        f"The provider issued new tokens, but storing them failed ({type(err).__name__}). The "
-        "stored refresh token may no longer work: if the next refresh is refused, reconnect."
-    )
-    logger.error(
-        "%s: %s",
-        current,
-        detail,
-        extra={"connection_id": current.pk, "provider": current.provider, "event": "not_stored"},
-    )
-    failure = TokensNotStored(detail, connection=current)
-    try:
-        with transaction.atomic(using=current._state.db):
-            current.status = Status.ERROR
-            current.last_error = detail
-            current.consecutive_failures = failures_before + 1
-            current.retry_not_before = None
-            _save_status(current, "consecutive_failures")
-            record_event(current, Kind.REFRESH_FAILED, detail, error=failure)
-    except DatabaseError:
-        logger.error(
-            "%s: could not mark the connection either",
-            current,
-            extra={"connection_id": current.pk, "provider": current.provider},
-        )
-    return failure
 
 
 def _mark_failed(current: Connection, err: ProviderError) -> None:
@@ -347,7 +227,7 @@ def _mark_failed(current: Connection, err: ProviderError) -> None:
     current.status = Status.ERROR
     current.last_error = err.detail
     current.retry_not_before = timezone.now() + delay
-    _save_status(current, "consecutive_failures")
+    save_status(current, "consecutive_failures")
     record_event(current, Kind.REFRESH_FAILED, err.detail, error=err)
 
 
@@ -355,14 +235,8 @@ def _mark_reauth_required(current: Connection, err: ReauthorizationRequired) -> 
     current.status = Status.REAUTH_REQUIRED
     current.last_error = err.detail
     current.retry_not_before = None
-    _save_status(current)
+    save_status(current)
     record_event(current, Kind.REAUTH_REQUIRED, err.detail, error=err)
-
-
-def _save_status(current: Connection, *extra_fields: str) -> None:
-    # Only status columns: the tokens we hold stay exactly as stored.
-    fields = ["status", "last_error", "retry_not_before", "updated_at", *extra_fields]
-    current.save(update_fields=fields)
 
 
 def _copy_state(source: Connection, target: Connection) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from datetime import timedelta
@@ -82,16 +83,16 @@ def test_the_write_is_tried_twice_and_the_failure_count_kept(
     refusing_database: None,
     monkeypatch: Any,
 ) -> None:
-    from oauth_connect.services import refresh as refresh_module
+    from oauth_connect.services import store as store_module
 
     attempts = []
-    write = refresh_module._write_tokens
+    write = store_module._write_tokens
 
     def counting(*args: Any, **kwargs: Any) -> None:
         attempts.append(1)
         write(*args, **kwargs)
 
-    monkeypatch.setattr(refresh_module, "_write_tokens", counting)
+    monkeypatch.setattr(store_module, "_write_tokens", counting)
     http_mock.add(responses.POST, TOKEN_URL, json=token_body(2))
     connection = make_connection(
         expires_at=timezone.now() - timedelta(minutes=1),
@@ -147,39 +148,55 @@ def test_a_rotation_the_database_refuses_is_marked_too(
     assert connection.access_token == "t2"
 
 
-@pytest.mark.parametrize("database", ["db", "transactional_db"])
+def refuse_the_first_recovered_event(monkeypatch: Any) -> list[str]:
+    """The database refuses the first "recovered" event: by then the tokens and the
+    "refreshed" row are written, and must be rolled back with it."""
+    from django.db import DatabaseError
+
+    from oauth_connect.services import store as store_module
+
+    store_event = store_module.store_event
+    refusals: list[str] = []
+
+    def refusing(connection: Any, kind: str, message: str = "") -> Any:
+        if kind == "recovered" and not refusals:
+            refusals.append(kind)
+            raise DatabaseError("deadlock detected")
+        return store_event(connection, kind, message)
+
+    monkeypatch.setattr(store_module, "store_event", refusing)
+    return refusals
+
+
+@pytest.mark.parametrize(
+    "in_transaction",
+    [
+        # Inside an outer transaction, as under PostgreSQL's row lock: the retry rolls back to
+        # a savepoint.
+        pytest.param(True, id="savepoint"),
+        # No transaction around the refresh, as on SQLite in production: its own transaction.
+        pytest.param(False, id="own-transaction", marks=pytest.mark.django_db(transaction=True)),
+    ],
+)
 def test_a_write_refused_once_is_stored_and_announced_once(
-    database: str,
-    request: Any,
+    in_transaction: bool,
     http_mock: responses.RequestsMock,
     make_connection: Any,
     received: list[Any],
     django_capture_on_commit_callbacks: Any,
     monkeypatch: Any,
+    caplog: Any,
 ) -> None:
-    # "db": inside an outer transaction, as under PostgreSQL's row lock (the retry rolls back
-    # to a savepoint); "transactional_db": none, as on SQLite in production.
-    request.getfixturevalue(database)
-    from django.db import DatabaseError
-
-    from oauth_connect.services import refresh as refresh_module
-
-    store_event = refresh_module.store_event
-    refusals = []
-
-    def refuse_the_first_recovered_event(connection: Any, kind: str, message: str = "") -> Any:
-        if kind == "recovered" and not refusals:
-            refusals.append(kind)  # by now the tokens and the "refreshed" row are written
-            raise DatabaseError("deadlock detected")
-        return store_event(connection, kind, message)
-
-    monkeypatch.setattr(refresh_module, "store_event", refuse_the_first_recovered_event)
+    caplog.set_level(logging.INFO, logger="oauth_connect")
+    refusals = refuse_the_first_recovered_event(monkeypatch)
     http_mock.add(responses.POST, TOKEN_URL, json=token_body(2))
     connection = make_connection(
         expires_at=timezone.now() - timedelta(minutes=1),
         status=Connection.Status.ERROR,
         consecutive_failures=2,
     )
+    if db.vendor == "sqlite":  # PostgreSQL always refreshes inside the row lock's transaction
+        assert db.in_atomic_block is in_transaction
 
     with django_capture_on_commit_callbacks(execute=True):
         assert refresh_connection(connection) is True
@@ -189,3 +206,61 @@ def test_a_write_refused_once_is_stored_and_announced_once(
     assert (stored.access_token, stored.status) == ("access-token-2", Connection.Status.ACTIVE)
     assert sorted(stored.events.values_list("kind", flat=True)) == ["recovered", "refreshed"]
     assert sorted(name for name, _ in received) == ["recovered", "refreshed"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "oauth_connect"]
+    assert sum(": refreshed" in line for line in logged) == 1
+    assert sum(": recovered" in line for line in logged) == 1
+
+
+def test_commit_callbacks_of_a_rolled_back_write_are_dropped(
+    http_mock: responses.RequestsMock,
+    make_connection: Any,
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: Any,
+) -> None:
+    # A project's post_save receiver that acts on commit (a webhook, a cache purge) must run
+    # once for the write that stayed, not also for the one rolled back.
+    from django.db import transaction
+    from django.db.models.signals import post_save
+
+    refuse_the_first_recovered_event(monkeypatch)
+    committed: list[str] = []
+
+    def on_save(sender: Any, instance: Connection, **kwargs: Any) -> None:
+        token = instance.access_token
+        transaction.on_commit(lambda: committed.append(token))
+
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(2))
+    connection = make_connection(
+        expires_at=timezone.now() - timedelta(minutes=1), status=Connection.Status.ERROR
+    )
+    post_save.connect(on_save, sender=Connection)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            refresh_connection(connection)
+    finally:
+        post_save.disconnect(on_save, sender=Connection)
+
+    assert committed == ["access-token-2"]
+
+
+def test_a_connection_deleted_during_its_refresh_is_not_brought_back(
+    http_mock: responses.RequestsMock, make_connection: Any, caplog: Any
+) -> None:
+    from oauth_connect.exceptions import ConnectionUnavailable
+
+    if db.features.has_select_for_update:
+        pytest.skip("the row lock makes a concurrent delete wait until the refresh is stored")
+    connection = make_connection(expires_at=timezone.now() - timedelta(minutes=1))
+
+    def delete_then_answer(request: Any) -> tuple[int, dict[str, str], str]:
+        # Someone deletes the row while the provider answers (SQLite has no row lock).
+        Connection.objects.filter(pk=connection.pk).delete()
+        return 200, {"Content-Type": "application/json"}, json.dumps(token_body(2))
+
+    http_mock.add_callback(responses.POST, TOKEN_URL, callback=delete_then_answer)
+
+    with pytest.raises(ConnectionUnavailable, match="deleted while it was being refreshed"):
+        refresh_connection(connection)
+
+    assert not Connection.objects.filter(pk=connection.pk).exists()
+    assert "storing them failed" not in caplog.text

@@ -1,0 +1,165 @@
+"""Store what a refresh or rotation got: the tokens and their events in one write, retried
+once, and never lost silently: a write the database refuses is logged and marked.
+
+Called with the connection's row lock held (see ``locking``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import DatabaseError, Error, transaction
+from django.utils import timezone
+
+from ..exceptions import ConnectionUnavailable, TokensNotStored
+from ..models import Connection, ConnectionEvent
+from ..providers.base import TokenSet
+from .events import announce_event, record_event, store_event
+
+logger = logging.getLogger("oauth_connect")
+Status = Connection.Status
+Kind = ConnectionEvent.Kind
+
+
+def store_refreshed(
+    current: Connection, tokens: TokenSet, kind: str = ConnectionEvent.Kind.REFRESHED
+) -> None:
+    now = timezone.now()
+    recovered = current.consecutive_failures > 0 or current.status == Status.ERROR
+    current.access_token = tokens.access_token
+    if tokens.refresh_token is not None:
+        # A rotating provider has just invalidated the old refresh token: it must be replaced
+        # in the same transaction as the access token, along with its expiry (the old one's
+        # date says nothing about the new token; None means unknown, so it is always tried).
+        current.refresh_token = tokens.refresh_token
+        current.refresh_expires_at = tokens.refresh_expires_at
+    if tokens.scopes is not None:
+        current.scopes = " ".join(tokens.scopes)
+    current.token_type = tokens.token_type
+    current.expires_at = tokens.expires_at
+    current.last_refreshed_at = now
+    failures_before = current.consecutive_failures
+    current.status = Status.ACTIVE
+    current.last_error = ""
+    current.consecutive_failures = 0
+    current.retry_not_before = None
+    try:
+        _write_tokens(current, kind, tokens.note, recovered)
+    except DatabaseError:
+        _unless_deleted(current)
+        try:
+            # Once more: many write failures are momentary (a deadlock victim, a failover).
+            _write_tokens(current, kind, tokens.note, recovered)
+        except DatabaseError as err:
+            raise _tokens_not_stored(current, err, failures_before) from err
+
+
+def _unless_deleted(current: Connection) -> None:
+    """A row deleted meanwhile (possible on SQLite, which has no row lock) is not a storage
+    failure: the connection is gone, and must not come back with fresh tokens."""
+    if not Connection.objects.using(current._state.db).filter(pk=current.pk).exists():
+        raise ConnectionUnavailable(
+            f"Connection #{current.pk} was deleted while it was being refreshed; nothing stored."
+        )
+
+
+def _write_tokens(current: Connection, kind: str, note: str, recovered: bool) -> None:
+    """The tokens and their events, all or nothing. Announced (log line, signal) only once
+    written, so a write that is rolled back and retried announces once."""
+    alias = current._state.db
+    if not transaction.get_connection(alias).in_atomic_block:
+        # No row lock's transaction around us (SQLite): a short one of our own.
+        with transaction.atomic(using=alias):
+            events = _write_tokens_and_events(current, kind, note, recovered)
+    else:
+        # Inside the row lock's transaction: a savepoint, so that a refused write leaves that
+        # transaction usable for the retry and the failure mark. Deliberately never released:
+        # it ends with the transaction, and a RELEASE would cost a query per refresh.
+        connection = transaction.get_connection(alias)
+        callbacks_before = len(connection.run_on_commit)
+        savepoint = transaction.savepoint(using=alias)
+        try:
+            events = _write_tokens_and_events(current, kind, note, recovered)
+        except DatabaseError:
+            # As an atomic block does when it rolls back its savepoint. The failed save()
+            # marked the whole transaction for rollback (which would refuse even the ROLLBACK
+            # TO); the savepoint undoes it all, including on_commit callbacks queued meanwhile
+            # (e.g. by a post_save receiver), which Django forgets only for atomic's own.
+            transaction.set_rollback(False, using=alias)
+            try:
+                transaction.savepoint_rollback(savepoint, using=alias)
+            except Error:
+                transaction.set_rollback(True, using=alias)
+                raise
+            del connection.run_on_commit[callbacks_before:]
+            raise
+    for event in events:
+        announce_event(event)
+
+
+# What a refresh changes; saving only these keeps the UPDATE small (and leaves the rest of the
+# row, e.g. the tenant's kept password, exactly as stored).
+_REFRESHED_FIELDS = [
+    "access_token",
+    "refresh_token",
+    "refresh_expires_at",
+    "scopes",
+    "token_type",
+    "expires_at",
+    "last_refreshed_at",
+    "status",
+    "last_error",
+    "consecutive_failures",
+    "retry_not_before",
+    "updated_at",
+]
+
+
+def _write_tokens_and_events(
+    current: Connection, kind: str, note: str, recovered: bool
+) -> list[ConnectionEvent]:
+    current.save(update_fields=_REFRESHED_FIELDS)
+    events = [store_event(current, kind, note)]
+    if recovered:
+        events.append(store_event(current, Kind.RECOVERED, "Refreshed after earlier failures."))
+    return events
+
+
+def _tokens_not_stored(
+    current: Connection, err: DatabaseError, failures_before: int
+) -> TokensNotStored:
+    """The provider rotated, we couldn't store the result: never let that pass quietly. Log it
+    (the error's type only: database messages can quote row values), and mark the connection
+    for operators if the database takes that much."""
+    detail = (
+        f"The provider issued new tokens, but storing them failed ({type(err).__name__}). The "
+        "stored refresh token may no longer work: if the next refresh is refused, reconnect."
+    )
+    logger.error(
+        "%s: %s",
+        current,
+        detail,
+        extra={"connection_id": current.pk, "provider": current.provider, "event": "not_stored"},
+    )
+    failure = TokensNotStored(detail, connection=current)
+    try:
+        with transaction.atomic(using=current._state.db):
+            current.status = Status.ERROR
+            current.last_error = detail
+            current.consecutive_failures = failures_before + 1
+            current.retry_not_before = None
+            save_status(current, "consecutive_failures")
+            record_event(current, Kind.REFRESH_FAILED, detail, error=failure)
+    except DatabaseError:
+        logger.error(
+            "%s: could not mark the connection either",
+            current,
+            extra={"connection_id": current.pk, "provider": current.provider},
+        )
+    return failure
+
+
+def save_status(current: Connection, *extra_fields: str) -> None:
+    # Only status columns: the tokens we hold stay exactly as stored.
+    fields = ["status", "last_error", "retry_not_before", "updated_at", *extra_fields]
+    current.save(update_fields=fields)
