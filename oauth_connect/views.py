@@ -18,12 +18,15 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.generic import TemplateView, View
 
 from . import conf, services
+from .cards import ConnectionCard
 from .exceptions import AuthorizationError, ConfigurationError, InvalidCredentials
 from .forms import ConnectForm, CredentialsForm
 from .models import Connection
 from .providers import registry
 from .providers.base import Provider
 from .tenants import resolve_tenant
+
+Status = Connection.Status
 
 logger = logging.getLogger("oauth_connect")
 
@@ -61,18 +64,25 @@ class TenantViewMixin:
 
 
 class ConnectionListView(TenantViewMixin, TemplateView):
+    """One card per configured provider, listing the tenant's token sets for it."""
+
     template_name = "oauth_connect/connection_list.html"
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
-        connections = Connection.objects.filter(tenant=self.tenant)
-        by_provider: dict[str, list[Connection]] = {}
-        for connection in connections:
-            by_provider.setdefault(connection.provider, []).append(connection)
-        context["providers"] = [
-            {"provider": provider, "connections": by_provider.get(provider.provider_id, [])}
-            for provider in registry.configured()
-        ]
+        by_provider: dict[str, list[ConnectionCard]] = {}
+        for connection in Connection.objects.filter(tenant=self.tenant):
+            by_provider.setdefault(connection.provider, []).append(ConnectionCard(connection))
+        context["providers"] = []
+        for provider in registry.configured():
+            cards = by_provider.get(provider.provider_id, [])
+            context["providers"].append(
+                {
+                    "provider": provider,
+                    "connections": cards,
+                    "connected": any(card.can_disconnect for card in cards),
+                }
+            )
         return context
 
 
@@ -143,9 +153,12 @@ class ConnectView(TenantViewMixin, TemplateView):
                     **form.credentials(),
                 )
             except InvalidCredentials as err:
-                form.add_error(err.field if err.field in form.fields else None, str(err))
+                if err.field in form.fields:
+                    form.add_error(err.field, str(err))  # beside the field to correct
+                else:
+                    messages.error(request, str(err))
             except AuthorizationError as err:
-                form.add_error(None, str(err))
+                messages.error(request, str(err))
             except ConfigurationError as err:
                 logger.error(
                     "Can't connect %s for tenant %s: %s",
@@ -154,8 +167,8 @@ class ConnectView(TenantViewMixin, TemplateView):
                     err,
                     extra={"provider": provider_id},
                 )
-                form.add_error(
-                    None,
+                messages.error(
+                    request,
                     _("%(provider)s can't be connected right now. Please contact support.")
                     % {"provider": provider.display_name},
                 )
@@ -183,8 +196,22 @@ class CallbackView(TenantViewMixin, View):
         )
 
 
-class DisconnectView(TenantViewMixin, View):
-    http_method_names = ["post"]
+class DisconnectView(TenantViewMixin, TemplateView):
+    """GET: ask for confirmation (a page, so it works without JavaScript). POST: disconnect."""
+
+    template_name = "oauth_connect/disconnect.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["card"] = ConnectionCard(self.get_connection())
+        return context
+
+    def get_connection(self) -> Connection:
+        return get_object_or_404(
+            Connection.objects.exclude(status=Status.DISCONNECTED),
+            pk=self.kwargs["pk"],
+            tenant=self.tenant,
+        )
 
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
         connection = get_object_or_404(Connection, pk=pk, tenant=self.tenant)

@@ -67,7 +67,7 @@ def test_list_shows_configured_providers_and_own_connections(
     make_connection(label="theirs", tenant=other_organisation)
     page = logged_in_client.get(LIST).content.decode()
     assert "Apicbase" in page
-    assert "production" in page and "Active" in page
+    assert "production" in page and "Connected" in page
     assert "theirs" not in page
     assert "access-token-1" not in page
 
@@ -307,9 +307,31 @@ def test_next_is_checked_against_allowed_hosts(
 # Disconnect -------------------------------------------------------------------------------------
 
 
-def test_disconnect_is_post_only(logged_in_client: Client, make_connection: Any) -> None:
-    url = reverse("oauth_connect:disconnect", kwargs={"pk": make_connection().pk})
-    assert logged_in_client.get(url).status_code == 405
+def test_disconnect_asks_for_confirmation_first(
+    logged_in_client: Client, make_connection: Any
+) -> None:
+    connection = make_connection(label="production")
+    url = reverse("oauth_connect:disconnect", kwargs={"pk": connection.pk})
+
+    page = logged_in_client.get(url)
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Disconnect Apicbase?" in html and "production" in html
+    assert '<form method="post">' in html and '<button type="submit">Disconnect</button>' in html
+    assert reload_status(connection) == Connection.Status.ACTIVE  # a GET changes nothing
+
+
+def test_a_disconnected_connection_has_no_confirmation_page(
+    logged_in_client: Client, make_connection: Any
+) -> None:
+    connection = make_connection(status=Connection.Status.DISCONNECTED)
+    url = reverse("oauth_connect:disconnect", kwargs={"pk": connection.pk})
+    assert logged_in_client.get(url).status_code == 404
+
+
+def reload_status(connection: Connection) -> str:
+    return Connection.objects.get(pk=connection.pk).status
 
 
 def test_disconnect_revokes_and_wipes(

@@ -23,4 +23,5 @@ class ApicbaseProvider(OAuth2Provider):
         "TOKEN_URL": "https://api.apicbase.com/oauth/token/",
         "API_URL": "https://api.apicbase.com/api/v1/",
         "SCOPES": ["accounts", "library"],
+        "CHECK_PATH": "accounts/me/",
     }

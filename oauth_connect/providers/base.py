@@ -98,6 +98,8 @@ class Provider:
         "NAME": None,
         "API_URL": None,
         "CLASS": None,
+        # A cheap authenticated GET (relative to the API URL) for the admin's Test connection.
+        "CHECK_PATH": None,
     }
     #: Setting keys a working configuration must set.
     required_settings: ClassVar[tuple[str, ...]] = ("API_URL",)

@@ -38,6 +38,7 @@ class CustobarProvider(Provider):
         **Provider.default_settings,
         # Where each customer's API lives; {company} is what the tenant types.
         "BASE_URL": "https://{company}.custobar.com/",
+        "CHECK_PATH": "api/customers/",
     }
     required_settings = ("BASE_URL",)
     credential_fields = (

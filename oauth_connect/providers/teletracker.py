@@ -43,6 +43,7 @@ class TeleTrackerProvider(Provider):
         "API_URL": "https://api.teletracker.net/",
         "LOGIN_URL": "https://api.teletracker.net/auth/login",
         "REFRESH_URL": "https://api.teletracker.net/auth/refresh",
+        "CHECK_PATH": "api/v1/vehicles",
     }
     required_settings = ("API_URL", "LOGIN_URL", "REFRESH_URL")
     credential_fields = (

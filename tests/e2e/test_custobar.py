@@ -261,7 +261,7 @@ def test_without_the_password_a_rotated_token_needs_reauthorization(
     stored = Connection.objects.get(pk=connection.pk)
     assert stored.status == Connection.Status.REAUTH_REQUIRED
     assert event_kinds(stored) == ["connected", "reauth_required"]
-    assert "Reauthorization required" in browser.get(sandbox.absolute("/connections/")).text
+    assert "Needs reconnecting" in browser.get(sandbox.absolute("/connections/")).text
     with pytest.raises(ReauthorizationRequired):
         stored.session()
 

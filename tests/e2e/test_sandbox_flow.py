@@ -221,7 +221,7 @@ def test_a_refused_refresh_token_requires_reauthorization(
     ):
         stored.session()
     page = browser.get(sandbox.absolute("/connections/"))
-    assert "Reauthorization required" in page.text
+    assert "Needs reconnecting" in page.text
     assert "Reconnect" in page.text
 
     # Reconnect (the button posts the connection's label to the connect view): the same

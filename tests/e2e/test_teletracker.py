@@ -280,7 +280,7 @@ def test_without_the_password_a_reused_refresh_token_needs_reauthorization(
     assert stored.status == Connection.Status.REAUTH_REQUIRED
     assert event_kinds(stored) == ["connected", "reauth_required"]
     assert issued(Kind.LOGIN) == 1
-    assert "Reauthorization required" in browser.get(sandbox.absolute("/connections/")).text
+    assert "Needs reconnecting" in browser.get(sandbox.absolute("/connections/")).text
 
 
 def test_reconnecting_through_the_form_revives_the_connection(

@@ -1,16 +1,12 @@
-"""Operators' view of every connection: what needs attention, and buttons to act.
-
-Token fields are never rendered: they are excluded from every form and list.
-"""
+"""The connection list: what needs attention first, then each connection's state."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
 
-from django import forms
 from django.contrib import admin, messages
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
@@ -18,10 +14,11 @@ from django.utils.text import smart_split, unescape_string_literal
 from django.utils.timesince import timeuntil
 from django.utils.translation import gettext_lazy as _
 
-from . import services
-from .exceptions import OAuthConnectError
-from .models import ClientCredentials, Connection, ConnectionEvent
-from .providers import registry
+from .. import services
+from ..exceptions import OAuthConnectError
+from ..models import Connection, ConnectionEvent
+from .buttons import ConnectionButtons
+from .filters import ExpiringSoonFilter, ProviderFilter, tenant_search_fields
 
 STATUS_COLOURS = {
     Connection.Status.ACTIVE: "#1a7f37",
@@ -29,46 +26,6 @@ STATUS_COLOURS = {
     Connection.Status.REAUTH_REQUIRED: "#cf222e",
     Connection.Status.DISCONNECTED: "#57606a",
 }
-
-
-class ExpiringSoonFilter(admin.SimpleListFilter):
-    title = _("access token expiry")
-    parameter_name = "expiring"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
-        return [("day", _("Expiring within a day")), ("expired", _("Expired"))]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        now = timezone.now()
-        if self.value() == "day":
-            return queryset.filter(expires_at__gt=now, expires_at__lte=now + timedelta(days=1))
-        if self.value() == "expired":
-            return queryset.filter(expires_at__lte=now)
-        return queryset
-
-
-def _tenant_search_fields() -> list[str]:
-    """The tenant model's fields people search by, whichever of these it has."""
-    tenant_model = Connection._meta.get_field("tenant").related_model
-    names = {field.name for field in tenant_model._meta.get_fields()}
-    candidates = [getattr(tenant_model, "USERNAME_FIELD", None), "name", "email", "slug"]
-    return [*dict.fromkeys(name for name in candidates if name and name in names)]
-
-
-class ProviderFilter(admin.SimpleListFilter):
-    """The configured providers, from settings: the default filter would ask the database for
-    every distinct provider on each page view (a full scan at 100,000 connections)."""
-
-    title = _("provider")
-    parameter_name = "provider"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
-        return [(provider_id, provider_id) for provider_id in registry.configured_ids()]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        if self.value():
-            return queryset.filter(provider=self.value())
-        return queryset
 
 
 class ConnectionEventInline(admin.TabularInline):
@@ -87,7 +44,7 @@ class ConnectionEventInline(admin.TabularInline):
 
 
 @admin.register(Connection)
-class ConnectionAdmin(admin.ModelAdmin):
+class ConnectionAdmin(ConnectionButtons, admin.ModelAdmin):
     list_display = [
         "__str__",
         "tenant",
@@ -150,7 +107,7 @@ class ConnectionAdmin(admin.ModelAdmin):
 
     def get_search_fields(self, request: HttpRequest) -> list[str]:
         # Shows the search box; get_search_results below does the searching.
-        return [*(f"tenant__{name}" for name in _tenant_search_fields()), "label", "provider"]
+        return [*(f"tenant__{name}" for name in tenant_search_fields()), "label", "provider"]
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Connection], search_term: str
@@ -159,15 +116,21 @@ class ConnectionAdmin(admin.ModelAdmin):
         # provider. Tenants are searched in their own (small) table first: joining every
         # connection to its tenant to compare names would scan and join 100,000 rows.
         tenant_model = Connection._meta.get_field("tenant").related_model
+        name_fields = tenant_search_fields()
         for word in smart_split(search_term):
-            word = unescape_string_literal(word) if word[:1] in "'\"" else word
-            tenant_matches = Q()
-            for name in _tenant_search_fields():
-                tenant_matches |= Q(**{f"{name}__icontains": word})
-            tenants = tenant_model._default_manager.filter(tenant_matches).values("pk")
-            queryset = queryset.filter(
-                Q(tenant__in=tenants) | Q(label__icontains=word) | Q(provider__icontains=word)
-            )
+            if word[:1] in ("'", '"') and len(word) > 1 and word[0] == word[-1]:
+                word = unescape_string_literal(word)  # a quoted phrase, as Django's search
+            if not word:
+                continue
+            matches = Q(label__icontains=word) | Q(provider__icontains=word)
+            if name_fields:
+                tenant_matches = Q()
+                for name in name_fields:
+                    tenant_matches |= Q(**{f"{name}__icontains": word})
+                # The base manager: a tenant hidden by a custom default manager is still one.
+                tenants = tenant_model._base_manager.filter(tenant_matches).values("pk")
+                matches |= Q(tenant__in=tenants)
+            queryset = queryset.filter(matches)
         return queryset, False
 
     @admin.display(description=_("status"), ordering="status")
@@ -190,6 +153,46 @@ class ConnectionAdmin(admin.ModelAdmin):
     @admin.display(description=_("last error"))
     def short_error(self, obj: Connection) -> str:
         return obj.last_error[:80] + ("…" if len(obj.last_error) > 80 else "")
+
+    # What needs attention, at the top of the list -------------------------------------------------
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        extra_context = {**(extra_context or {}), "status_counts": self.status_counts()}
+        return super().changelist_view(request, extra_context)
+
+    def status_counts(self) -> list[dict[str, Any]]:
+        """Connections per status, and those expiring within a day: one query, whatever the
+        number of connections, each linking to its filter."""
+        now = timezone.now()
+        expiring = Q(
+            status__in=[Connection.Status.ACTIVE, Connection.Status.ERROR],
+            expires_at__gt=now,
+            expires_at__lte=now + timedelta(days=1),
+        )
+        counts = Connection.objects.aggregate(
+            expiring=Count("pk", filter=expiring),
+            **{status: Count("pk", filter=Q(status=status)) for status in Connection.Status},
+        )
+        rows = [
+            {
+                "label": status.label,
+                "count": counts[status.value],
+                "query": f"status__exact={status.value}",
+                "status": status.value,
+            }
+            for status in Connection.Status
+        ]
+        rows.append(
+            {
+                "label": _("Expiring within a day"),
+                "count": counts["expiring"],
+                "query": "expiring=day",
+                "status": "expiring",
+            }
+        )
+        return rows
+
+    # Actions on several connections -------------------------------------------------------------
 
     @admin.action(description=_("Refresh now"), permissions=["change"])
     def refresh_now(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
@@ -240,36 +243,3 @@ class ConnectionAdmin(admin.ModelAdmin):
             services.disconnect(connection)
             count += 1
         self.message_user(request, _("Disconnected %d connection(s).") % count, messages.SUCCESS)
-
-
-class ClientCredentialsForm(forms.ModelForm):
-    client_secret = forms.CharField(
-        label=_("client secret"),
-        widget=forms.PasswordInput(render_value=False),
-        required=False,
-        help_text=_("Leave empty to keep the stored secret."),
-    )
-
-    class Meta:
-        model = ClientCredentials
-        fields = ["tenant", "provider", "client_id", "client_secret"]
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Never send the stored secret back to the browser.
-        self.initial.pop("client_secret", None)
-        self.fields["client_secret"].required = self.instance.pk is None
-
-    def clean_client_secret(self) -> str:
-        secret = self.cleaned_data.get("client_secret", "")
-        if not secret and self.instance.pk is not None:
-            return self.instance.client_secret
-        return secret
-
-
-@admin.register(ClientCredentials)
-class ClientCredentialsAdmin(admin.ModelAdmin):
-    form = ClientCredentialsForm
-    list_display = ["tenant", "provider", "client_id", "updated_at"]
-    list_filter = ["provider"]
-    list_select_related = ["tenant"]

@@ -1,0 +1,86 @@
+"""What a tenant's user is told about one connection, in plain words (the Connections page).
+
+Operators get the technical detail (``last_error``, the event log) in the admin; here a person
+reads whether the connection works and, if not, what to do about it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import cached_property
+from typing import Any
+
+from django.utils.translation import gettext as _
+
+from .exceptions import ConfigurationError
+from .models import Connection
+
+Status = Connection.Status
+
+
+class ConnectionCard:
+    """One token set as shown on the Connections page."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def __getattr__(self, name: str) -> Any:
+        # The template reads the connection's own fields (label, scopes, expires_at...) here.
+        return getattr(self.connection, name)
+
+    @cached_property
+    def provider_name(self) -> str:
+        return self.connection.provider_name
+
+    @cached_property
+    def status_label(self) -> str:
+        return {
+            Status.ACTIVE: _("Connected"),
+            Status.ERROR: _("Connected, renewal failing"),
+            Status.REAUTH_REQUIRED: _("Needs reconnecting"),
+            Status.DISCONNECTED: _("Disconnected"),
+        }.get(self.connection.status, self.connection.get_status_display())
+
+    @cached_property
+    def uses_redirect(self) -> bool:
+        try:
+            return self.connection.get_provider().uses_redirect
+        except ConfigurationError:
+            return True
+
+    @cached_property
+    def reason(self) -> str:
+        """Why the connection doesn't work as it should, and what to do; empty if it does."""
+        name = self.provider_name
+        if self.connection.status == Status.REAUTH_REQUIRED:
+            if self.uses_redirect:
+                return _(
+                    "%(name)s no longer accepts the access you gave: it may have been withdrawn "
+                    "at %(name)s, or it expired. Reconnect to give access again."
+                ) % {"name": name}
+            return _(
+                "%(name)s no longer accepts the stored login: the password may have changed, or "
+                "it was not kept. Reconnect with your %(name)s login."
+            ) % {"name": name}
+        if self.connection.status == Status.ERROR:
+            return _(
+                "Renewing access to %(name)s failed at the last attempt (%(name)s could not be "
+                "reached or answered unexpectedly). It is retried automatically."
+            ) % {"name": name}
+        return ""
+
+    @property
+    def can_reconnect(self) -> bool:
+        return self.connection.status in (Status.REAUTH_REQUIRED, Status.DISCONNECTED)
+
+    @property
+    def can_disconnect(self) -> bool:
+        return self.connection.status != Status.DISCONNECTED
+
+    @property
+    def expired(self) -> bool:
+        return self.connection.expires_within(timedelta(0))
+
+    @property
+    def scope_list(self) -> list[str]:
+        return self.connection.scopes.split()

@@ -1,0 +1,85 @@
+"""check_connection: one cheap authenticated call, through the product's own session."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import responses
+from django.utils import timezone
+
+from oauth_connect.exceptions import ProviderError, ReauthorizationRequired, UnsupportedOperation
+from oauth_connect.models import Connection
+from oauth_connect.services import check_connection
+from tests.conftest import API_URL, TOKEN_URL, token_body
+
+pytestmark = pytest.mark.django_db
+ME = API_URL + "accounts/me/"
+
+
+def test_a_working_token_passes(http_mock: responses.RequestsMock, make_connection: Any) -> None:
+    http_mock.add(responses.GET, ME, json={"id": 1})
+    connection = make_connection()
+
+    message = check_connection(connection)
+
+    assert message.startswith("Apicbase accepted the token: GET accounts/me/ answered HTTP 200")
+    assert http_mock.calls[0].request.headers["Authorization"] == "Bearer access-token-1"
+
+
+def test_an_expired_token_is_refreshed_before_the_call(
+    http_mock: responses.RequestsMock, make_connection: Any
+) -> None:
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(2))
+    http_mock.add(responses.GET, ME, json={"id": 1})
+    connection = make_connection(expires_at=timezone.now() - timedelta(minutes=1))
+
+    check_connection(connection)
+
+    assert http_mock.calls[1].request.headers["Authorization"] == "Bearer access-token-2"
+    assert Connection.objects.get(pk=connection.pk).access_token == "access-token-2"
+
+
+def test_a_revoked_grant_marks_the_connection_for_reauthorization(
+    http_mock: responses.RequestsMock, make_connection: Any
+) -> None:
+    http_mock.add(responses.GET, ME, status=401)
+    http_mock.add(responses.POST, TOKEN_URL, status=400, json={"error": "invalid_grant"})
+    connection = make_connection()
+
+    with pytest.raises(ReauthorizationRequired):
+        check_connection(connection)
+
+    assert Connection.objects.get(pk=connection.pk).status == Connection.Status.REAUTH_REQUIRED
+
+
+def test_a_token_refused_even_after_a_refresh_is_reported(
+    http_mock: responses.RequestsMock, make_connection: Any
+) -> None:
+    http_mock.add(responses.GET, ME, status=401)
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(2))
+    http_mock.add(responses.GET, ME, status=401)
+    connection = make_connection()
+
+    with pytest.raises(ProviderError, match=r"refused the token \(HTTP 401") as info:
+        check_connection(connection)
+
+    assert f"#{connection.pk}" in str(info.value)
+    assert "access-token" not in str(info.value)
+
+
+def test_an_api_error_is_reported_with_its_status(
+    http_mock: responses.RequestsMock, make_connection: Any
+) -> None:
+    http_mock.add(responses.GET, ME, status=503)
+    with pytest.raises(ProviderError, match="answered HTTP 503 to GET accounts/me/"):
+        check_connection(make_connection())
+
+
+def test_a_provider_without_a_check_path_says_what_to_set(
+    make_connection: Any, settings: Any
+) -> None:
+    settings.OAUTH_CONNECT["PROVIDERS"]["apicbase"]["CHECK_PATH"] = ""
+    with pytest.raises(UnsupportedOperation, match=r'\["apicbase"\]\["CHECK_PATH"\]'):
+        check_connection(make_connection())
