@@ -74,6 +74,11 @@ class ConnectionCard:
         return self.connection.status in (Status.REAUTH_REQUIRED, Status.DISCONNECTED)
 
     @property
+    def works(self) -> bool:
+        """Whether the product can use it: its expiry and last refresh are worth showing."""
+        return self.connection.status in (Status.ACTIVE, Status.ERROR)
+
+    @property
     def can_disconnect(self) -> bool:
         return self.connection.status != Status.DISCONNECTED
 

@@ -122,6 +122,7 @@ def test_reauthorization_says_why_in_plain_words_and_offers_reconnect(
     assert "Needs reconnecting" in text
     assert "Apicbase no longer accepts the access you gave" in text
     assert "Reconnect" in text
+    assert "Access token" not in text  # a refused token's expiry means nothing
     assert "invalid_grant" not in text and "api.apicbase.test" not in text  # operators' detail
 
 

@@ -47,6 +47,10 @@ class ConnectionButtons(admin.ModelAdmin):
             **(extra_context or {}),
             "can_rotate": connection is not None and _supports_rotation(connection),
             "can_act": connection is not None and self.has_change_permission(request, connection),
+            # Every field is read-only: there is nothing to save, only buttons to press.
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
