@@ -34,12 +34,13 @@ class ConnectionCard:
 
     @cached_property
     def status_label(self) -> str:
-        return {
+        labels: dict[str, str] = {
             Status.ACTIVE: _("Connected"),
             Status.ERROR: _("Connected, renewal failing"),
             Status.REAUTH_REQUIRED: _("Needs reconnecting"),
             Status.DISCONNECTED: _("Disconnected"),
-        }.get(self.connection.status, self.connection.get_status_display())
+        }
+        return labels.get(self.connection.status) or str(self.connection.get_status_display())
 
     @cached_property
     def uses_redirect(self) -> bool:

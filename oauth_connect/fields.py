@@ -7,7 +7,7 @@ decryption and never fails because a key was removed, and a failure to decrypt c
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import models
 from django.db.models.query_utils import DeferredAttribute
@@ -50,7 +50,13 @@ class _DecryptOnRead(DeferredAttribute):
             ) from err
 
 
-class EncryptedTextField(models.TextField):
+if TYPE_CHECKING:  # django-stubs' fields are generic; Django's can't be subscripted
+    _TextField = models.TextField[Any, Any]
+else:
+    _TextField = models.TextField
+
+
+class EncryptedTextField(_TextField):
     """Stores ``str`` encrypted with the first key of ``ENCRYPTION_KEYS``; empty stays empty."""
 
     descriptor_class = _DecryptOnRead

@@ -43,7 +43,8 @@ class TenantViewMixin:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
             raise PermissionDenied(_("Your account doesn't belong to any organisation yet."))
-        return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+        response: HttpResponse = super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+        return response
 
     def get_provider(self, provider_id: str) -> Provider:
         if not registry.is_configured(provider_id):
@@ -51,7 +52,7 @@ class TenantViewMixin:
         return registry.get(provider_id)
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
-        context = super().get_context_data(**kwargs)  # type: ignore[misc]
+        context: dict[str, Any] = super().get_context_data(**kwargs)  # type: ignore[misc]
         context["oauth_connect_base_template"] = conf.get("BASE_TEMPLATE")
         context["tenant"] = self.tenant
         return context

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin, messages
+from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponseNotAllowed
 from django.http.response import HttpResponseBase
@@ -16,11 +16,12 @@ from django.utils.timesince import timeuntil
 from django.utils.translation import gettext_lazy as _
 
 from .. import services
+from .._internal.typing import ConnectionModelAdmin
 from ..exceptions import OAuthConnectError
 from ..models import Connection
 
 
-class ConnectionButtons(admin.ModelAdmin):
+class ConnectionButtons(ConnectionModelAdmin):
     """Mixed into ``ConnectionAdmin``; the templates are admin/oauth_connect/connection/."""
 
     def get_urls(self) -> list[Any]:

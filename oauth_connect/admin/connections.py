@@ -15,12 +15,13 @@ from django.utils.timesince import timeuntil
 from django.utils.translation import gettext_lazy as _
 
 from .. import services
+from .._internal.typing import ConnectionEventInlineBase
 from ..exceptions import OAuthConnectError
 from ..models import Connection, ConnectionEvent
 from .buttons import ConnectionButtons
 from .filters import ExpiringSoonFilter, ProviderFilter, tenant_search_fields
 
-STATUS_COLOURS = {
+STATUS_COLOURS: dict[str, str] = {
     Connection.Status.ACTIVE: "#1a7f37",
     Connection.Status.ERROR: "#9a6700",
     Connection.Status.REAUTH_REQUIRED: "#cf222e",
@@ -28,10 +29,9 @@ STATUS_COLOURS = {
 }
 
 
-class ConnectionEventInline(admin.TabularInline):
+class ConnectionEventInline(ConnectionEventInlineBase):
     model = ConnectionEvent
-    fields = ["created_at", "kind", "message"]
-    readonly_fields = fields
+    fields = readonly_fields = ("created_at", "kind", "message")
     extra = 0
     can_delete = False
     ordering = ["-created_at", "-pk"]
@@ -44,7 +44,7 @@ class ConnectionEventInline(admin.TabularInline):
 
 
 @admin.register(Connection)
-class ConnectionAdmin(ConnectionButtons, admin.ModelAdmin):
+class ConnectionAdmin(ConnectionButtons):
     list_display = [
         "__str__",
         "tenant",
@@ -63,7 +63,7 @@ class ConnectionAdmin(ConnectionButtons, admin.ModelAdmin):
     actions = ["refresh_now", "rotate_token", "forget_password", "disconnect"]
     inlines = [ConnectionEventInline]
     # Never the token fields: they are not in any form, list or detail page.
-    fields = [
+    fields = readonly_fields = (
         "tenant",
         "provider",
         "label",
@@ -81,8 +81,7 @@ class ConnectionAdmin(ConnectionButtons, admin.ModelAdmin):
         "last_error",
         "created_at",
         "updated_at",
-    ]
-    readonly_fields = fields
+    )
 
     @admin.display(description=_("account"))
     def account_name(self, obj: Connection) -> str:

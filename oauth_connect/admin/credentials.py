@@ -8,11 +8,12 @@ from django import forms
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
+from .._internal.typing import ClientCredentialsModelAdmin, ClientCredentialsModelForm
 from ..models import ClientCredentials
 from ..providers import registry
 
 
-class ClientCredentialsForm(forms.ModelForm):
+class ClientCredentialsForm(ClientCredentialsModelForm):
     client_secret = forms.CharField(
         label=_("client secret"),
         widget=forms.PasswordInput(render_value=False),
@@ -31,7 +32,7 @@ class ClientCredentialsForm(forms.ModelForm):
         self.fields["client_secret"].required = self.instance.pk is None
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         provider, client_id = cleaned.get("provider"), cleaned.get("client_id")
         shared = _settings_client_id(provider) if provider else ""
         if client_id and client_id == shared:
@@ -47,9 +48,9 @@ class ClientCredentialsForm(forms.ModelForm):
         return cleaned
 
     def clean_client_secret(self) -> str:
-        secret = self.cleaned_data.get("client_secret", "")
+        secret = str(self.cleaned_data.get("client_secret", ""))
         if not secret and self.instance.pk is not None:
-            return self.instance.client_secret
+            return str(self.instance.client_secret)
         return secret
 
 
@@ -60,7 +61,7 @@ def _settings_client_id(provider_id: str) -> str:
 
 
 @admin.register(ClientCredentials)
-class ClientCredentialsAdmin(admin.ModelAdmin):
+class ClientCredentialsAdmin(ClientCredentialsModelAdmin):
     form = ClientCredentialsForm
     list_display = ["tenant", "provider", "client_id", "updated_at"]
     list_filter = ["provider"]

@@ -12,6 +12,8 @@ from django.utils import timezone
 from ..exceptions import ConfigurationError
 
 if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+
     from ..models import Connection
     from .client import ProviderClient
 
@@ -40,11 +42,11 @@ class CredentialField:
     """One thing a person types to connect a credential provider (username, password...)."""
 
     name: str
-    label: str
+    label: StrOrPromise  # lazily translated, usually
     required: bool = True
     #: A secret is never shown again, and stored (encrypted) only if the operator keeps it.
     secret: bool = False
-    help_text: str = ""
+    help_text: StrOrPromise = ""
 
 
 @dataclass(frozen=True)

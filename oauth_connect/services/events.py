@@ -12,7 +12,7 @@ from ..signals import BY_EVENT_KIND
 
 logger = logging.getLogger("oauth_connect")
 
-_LEVELS = {
+_LEVELS: dict[str, int] = {
     ConnectionEvent.Kind.REFRESH_FAILED: logging.WARNING,
     ConnectionEvent.Kind.REAUTH_REQUIRED: logging.WARNING,
 }

@@ -11,9 +11,9 @@ import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from django.db import connections, router, transaction
+from django.db.models import QuerySet
 
 from ..exceptions import ConnectionUnavailable
 from ..models import Connection
@@ -56,7 +56,7 @@ def locked_connection(pk: int) -> Iterator[Connection]:
             yield _load(Connection.objects.using(alias), pk)
 
 
-def _load(queryset: Any, pk: int) -> Connection:
+def _load(queryset: QuerySet[Connection], pk: int) -> Connection:
     try:
         return queryset.get(pk=pk)
     except Connection.DoesNotExist as err:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from typing import TypeVar
 
 from django.utils import timezone
 
@@ -36,6 +37,7 @@ from .store import save_status, store_refreshed
 
 logger = logging.getLogger("oauth_connect")
 Status = Connection.Status
+ProviderErrorT = TypeVar("ProviderErrorT", bound=ProviderError)
 Kind = ConnectionEvent.Kind
 
 
@@ -151,7 +153,7 @@ def _refresh_locked(
     return True
 
 
-def _naming(err: ProviderError, connection: Connection) -> ProviderError:
+def _naming(err: ProviderErrorT, connection: Connection) -> ProviderErrorT:
     # Providers parse answers without knowing the connection; every error names it all the same.
     if err.connection is None:
         err.connection = connection
