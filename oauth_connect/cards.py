@@ -34,6 +34,8 @@ class ConnectionCard:
 
     @cached_property
     def status_label(self) -> str:
+        if self.connection.status == Status.ERROR and self.expired:
+            return _("Not working: renewal failing")
         labels: dict[str, str] = {
             Status.ACTIVE: _("Connected"),
             Status.ERROR: _("Connected, renewal failing"),
@@ -64,14 +66,19 @@ class ConnectionCard:
                 "it was not kept. Reconnect with your %(name)s login."
             ) % {"name": name}
         if self.connection.status == Status.ERROR:
-            return _(
+            reason = _(
                 "Renewing access to %(name)s failed at the last attempt (%(name)s could not be "
                 "reached or answered unexpectedly). It is retried automatically."
             ) % {"name": name}
+            if self.expired:
+                reason += " " + _("If it keeps failing, reconnect.")
+            return reason
         return ""
 
     @property
     def can_reconnect(self) -> bool:
+        if self.connection.status == Status.ERROR:
+            return self.expired  # not working any more: the person may not want to wait
         return self.connection.status in (Status.REAUTH_REQUIRED, Status.DISCONNECTED)
 
     @property

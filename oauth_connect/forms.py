@@ -23,6 +23,8 @@ class ConnectForm(forms.Form):
         ),
     )
     next = forms.CharField(required=False, widget=forms.HiddenInput, max_length=2048)
+    # Set by the Reconnect buttons: replacing the token set with this label is then the point.
+    reconnect = forms.BooleanField(required=False, widget=forms.HiddenInput)
 
 
 KEEP, TOKEN_ONLY = "keep", "token_only"
@@ -50,6 +52,7 @@ class CredentialsForm(forms.Form):
                 strip=not spec.secret,
             )
         self.fields["label"] = copy.deepcopy(ConnectForm.base_fields["label"])
+        self.fields["reconnect"] = copy.deepcopy(ConnectForm.base_fields["reconnect"])
         self.fields["password_storage"] = forms.ChoiceField(
             label=_("Password storage"),
             choices=PASSWORD_STORAGE_CHOICES,

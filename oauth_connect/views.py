@@ -57,6 +57,22 @@ class TenantViewMixin:
         context["tenant"] = self.tenant
         return context
 
+    def report_configuration_error(self, provider: Provider, err: ConfigurationError) -> None:
+        """The detail names settings and tenants: it is for operators (the log), not for this
+        user, who reads that the service can't be connected right now."""
+        logger.error(
+            "Can't connect %s for tenant %s: %s",
+            provider.provider_id,
+            self.tenant.pk,
+            err,
+            extra={"provider": provider.provider_id},
+        )
+        messages.error(
+            self.request,
+            _("%(provider)s can't be connected right now. Please contact support.")
+            % {"provider": provider.display_name},
+        )
+
     def safe_next(self, url: str) -> str:
         allowed = url_has_allowed_host_and_scheme(
             url, allowed_hosts={self.request.get_host()}, require_https=self.request.is_secure()
@@ -100,6 +116,7 @@ class ConnectView(TenantViewMixin, TemplateView):
             initial = {
                 "next": self.safe_next(self.request.GET.get("next", "")),
                 "label": self.request.GET.get("label", ""),
+                "reconnect": self.request.GET.get("reconnect") == "1",
             }
             context["form"] = (
                 ConnectForm(initial=initial)
@@ -114,7 +131,7 @@ class ConnectView(TenantViewMixin, TemplateView):
         if not self.get_provider(provider).uses_redirect:
             return self.connect_with_credentials(request, provider)
         form = ConnectForm(request.POST)
-        if not form.is_valid():
+        if not (form.is_valid() and self.label_is_free(form, provider)):
             return self.render_to_response(self.get_context_data(form=form))
         try:
             url = services.start_authorization(
@@ -125,26 +142,41 @@ class ConnectView(TenantViewMixin, TemplateView):
                 next_url=self.safe_next(form.cleaned_data["next"]),
             )
         except ConfigurationError as err:
-            # The detail names settings and tenants: it is for operators, not for this user.
-            logger.error(
-                "Can't start connecting %s for tenant %s: %s",
-                provider,
-                self.tenant.pk,
-                err,
-                extra={"provider": provider},
-            )
-            messages.error(
-                request,
-                _("%(provider)s can't be connected right now. Please contact support.")
-                % {"provider": self.get_provider(provider).display_name},
-            )
+            self.report_configuration_error(self.get_provider(provider), err)
             return redirect("oauth_connect:list")
         return HttpResponseRedirect(url)
+
+    def label_is_free(self, form: ConnectForm | CredentialsForm, provider_id: str) -> bool:
+        """Unless reconnecting, the label of a working token set names one to keep, not to
+        replace (which would also revoke its grant): say so on the form. One that needs
+        reconnecting, or was disconnected, may be replaced."""
+        label = form.cleaned_data["label"]
+        taken = Connection.objects.filter(
+            tenant=self.tenant,
+            provider=provider_id,
+            label=label,
+            status__in=[Status.ACTIVE, Status.ERROR],
+        ).exists()
+        if taken and not form.cleaned_data.get("reconnect"):
+            name = self.get_provider(provider_id).display_name
+            if label:
+                message = _(
+                    "“%(label)s” already names one of your %(provider)s connections: choose "
+                    "another label, or use Reconnect on that one."
+                ) % {"provider": name, "label": label}
+            else:
+                message = _(
+                    "One of your %(provider)s connections has no label: give this one a label "
+                    "(e.g. “development”), or use Reconnect on that one."
+                ) % {"provider": name}
+            form.add_error("label", message)
+            return False
+        return True
 
     def connect_with_credentials(self, request: HttpRequest, provider_id: str) -> HttpResponse:
         provider = self.get_provider(provider_id)
         form = CredentialsForm(provider, request.POST)
-        if form.is_valid():
+        if form.is_valid() and self.label_is_free(form, provider_id):
             try:
                 services.connect_with_credentials(
                     self.tenant,
@@ -161,18 +193,7 @@ class ConnectView(TenantViewMixin, TemplateView):
             except AuthorizationError as err:
                 messages.error(request, str(err))
             except ConfigurationError as err:
-                logger.error(
-                    "Can't connect %s for tenant %s: %s",
-                    provider_id,
-                    self.tenant.pk,
-                    err,
-                    extra={"provider": provider_id},
-                )
-                messages.error(
-                    request,
-                    _("%(provider)s can't be connected right now. Please contact support.")
-                    % {"provider": provider.display_name},
-                )
+                self.report_configuration_error(provider, err)
             else:
                 messages.success(
                     request, _("%(provider)s is connected.") % {"provider": provider.display_name}
@@ -188,6 +209,10 @@ class CallbackView(TenantViewMixin, View):
             result = services.complete_authorization(request, provider, self.tenant, request.GET)
         except AuthorizationError as err:
             messages.error(request, str(err))
+            return redirect("oauth_connect:list")
+        except ConfigurationError as err:
+            # E.g. the tenant's own client credentials removed while the user was away.
+            self.report_configuration_error(provider_obj, err)
             return redirect("oauth_connect:list")
         messages.success(
             request, _("%(provider)s is connected.") % {"provider": provider_obj.display_name}
@@ -215,7 +240,7 @@ class DisconnectView(TenantViewMixin, TemplateView):
         )
 
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
-        connection = get_object_or_404(Connection, pk=pk, tenant=self.tenant)
+        connection = self.get_connection()
         services.disconnect(connection)
         messages.success(
             request,

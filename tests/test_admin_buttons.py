@@ -202,3 +202,60 @@ def test_view_only_staff_get_no_buttons_and_cannot_press_them(
 
     assert client.post(url(button, connection)).status_code == 403
     assert Connection.objects.get(pk=connection.pk).status == Status.ACTIVE
+
+
+def test_the_expiring_count_and_its_filter_agree(admin_client: Any, make_connection: Any) -> None:
+    soon = timezone.now() + timedelta(hours=2)
+    make_connection(label="a", expires_at=soon)
+    make_connection(label="b", expires_at=soon, status=Status.ERROR)
+    make_connection(label="c", expires_at=soon, status=Status.REAUTH_REQUIRED)  # meaningless
+
+    changelist = reverse("admin:oauth_connect_connection_changelist")
+    html = admin_client.get(changelist).content.decode()
+    listed = admin_client.get(changelist + "?expiring=day").context["cl"].result_count
+
+    assert '<a href="?expiring=day"><strong>2</strong> Expiring within a day</a>' in html
+    assert listed == 2
+
+
+def test_a_busy_connection_shows_its_latest_events_in_constant_queries(
+    admin_client: Any, make_connection: Any
+) -> None:
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    from oauth_connect.models import ConnectionEvent
+
+    connection = make_connection()
+
+    def page() -> tuple[str, int]:
+        with CaptureQueriesContext(db) as queries:
+            html = admin_client.get(url("change", connection)).content.decode()
+        return html, len(queries)
+
+    ConnectionEvent.objects.create(connection=connection, kind="connected", message="first")
+    _, few = page()
+    ConnectionEvent.objects.bulk_create(
+        ConnectionEvent(connection=connection, kind="refreshed", message=f"refresh {n}")
+        for n in range(300)
+    )
+    html, many = page()
+
+    assert many == few + 1  # the "in all" count, once there are more than shown
+    assert html.count("<td>Refreshed</td>") == 50
+    assert "refresh 299" in html and "first" not in html
+    assert "The latest 50 events; 301 in all." in html
+
+
+@pytest.mark.parametrize("button", ["refresh", "test", "rotate", "disconnect"])
+def test_buttons_need_the_csrf_token(
+    make_connection: Any, button: str, admin_user: Any, http_mock: responses.RequestsMock
+) -> None:
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    connection = make_connection()
+
+    assert client.post(url(button, connection)).status_code == 403
+    assert Connection.objects.get(pk=connection.pk).access_token == "access-token-1"

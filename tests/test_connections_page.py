@@ -142,7 +142,7 @@ def test_a_credential_provider_asks_to_reconnect_with_the_login(
     assert "Invalid refresh token" not in response.content.decode()  # no raw provider JSON
     # Credentials must be typed again: Reconnect opens the form for this label.
     connect = reverse("oauth_connect:connect", kwargs={"provider": "teletracker"})
-    assert f'href="{connect}?label="' in response.content.decode()
+    assert f'href="{connect}?label=&amp;reconnect=1"' in response.content.decode()
 
 
 def test_a_failing_renewal_is_explained_without_alarm(
@@ -179,3 +179,27 @@ def test_the_page_shows_no_secret(logged_in_client: Client, make_connection: Any
     assert "alice" in html
     for secret in ("custobar-token-secret", "pw-secret-1234", "access-token-1"):
         assert secret not in html
+
+
+def test_a_failing_renewal_past_expiry_says_it_is_not_working_and_offers_reconnect(
+    logged_in_client: Client, make_connection: Any
+) -> None:
+    connection = make_connection(
+        status=Status.ERROR, expires_at=timezone.now() - timedelta(hours=3, seconds=5)
+    )
+    text = cards(logged_in_client).sets[connection.pk]
+    assert "Not working: renewal failing" in text
+    assert "If it keeps failing, reconnect." in text
+    assert "Reconnect" in text
+
+
+def test_each_button_names_the_token_set_it_acts_on(
+    logged_in_client: Client, make_connection: Any
+) -> None:
+    # Several sets on a card: a screen reader hears which one each Disconnect is for.
+    make_connection(label="development")
+    make_connection(label="production")
+    html = logged_in_client.get(LIST).content.decode()
+    assert 'aria-label="Disconnect Apicbase development"' in html
+    assert 'aria-label="Disconnect Apicbase production"' in html
+    assert '<main id="oc-main">' in html and '<html lang="en">' in html

@@ -283,7 +283,7 @@ def test_reconnect_that_may_return_the_same_grant_revokes_nothing(
         TOKEN_URL,
         json={"access_token": "access-token-5", "refresh_token": issued_refresh_token},
     )
-    state = start(logged_in_client, label="production")["state"][0]
+    state = start(logged_in_client, label="production", reconnect="1")["state"][0]
     logged_in_client.get(CALLBACK, {"code": "c", "state": state})
     assert len(http_mock.calls) == 1  # the code exchange only
     connection = Connection.objects.get()
@@ -443,4 +443,50 @@ def test_a_failed_exchange_shows_no_operator_detail(
     assert expected in message
     assert "OAUTH_CONNECT" not in message and "apicbase.test" not in message
     assert body["error"] in caplog.text  # the detail is for operators, in the log
+    assert not Connection.objects.exists()
+
+
+def test_disconnecting_needs_the_csrf_token(user: Any, make_connection: Any) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    connection = make_connection()
+    url = reverse("oauth_connect:disconnect", kwargs={"pk": connection.pk})
+    assert client.post(url).status_code == 403
+    assert reload_status(connection) == Connection.Status.ACTIVE
+
+
+def test_add_another_with_a_label_in_use_asks_for_another_instead_of_replacing(
+    logged_in_client: Client, make_connection: Any
+) -> None:
+    make_connection(label="production")
+
+    response = logged_in_client.post(CONNECT, {"label": "production"})
+
+    assert response.status_code == 200
+    [error] = response.context["form"].errors["label"]
+    assert "“production” already names one of your Apicbase connections" in error
+    assert Connection.objects.get().access_token == "access-token-1"
+
+
+def test_reconnect_may_replace_the_token_set_with_its_label(
+    logged_in_client: Client, make_connection: Any
+) -> None:
+    make_connection(label="production")
+    assert start(logged_in_client, label="production", reconnect="1")["state"]
+
+
+def test_a_configuration_error_at_the_callback_is_a_plain_message(
+    logged_in_client: Client, settings: Any, caplog: Any
+) -> None:
+    # The client credentials disappear while the user is at the provider.
+    state = start(logged_in_client)["state"][0]
+    settings.OAUTH_CONNECT["PROVIDERS"]["apicbase"].update(CLIENT_ID=None, CLIENT_SECRET=None)
+
+    response = logged_in_client.get(CALLBACK, {"code": "c", "state": state})
+
+    assert response.status_code == 302 and response["Location"] == LIST
+    assert messages_of(response) == [
+        "Apicbase can't be connected right now. Please contact support."
+    ]
+    assert "CLIENT_ID" in caplog.text
     assert not Connection.objects.exists()

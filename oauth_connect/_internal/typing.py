@@ -13,23 +13,20 @@ from typing import TYPE_CHECKING
 from django import forms
 from django.contrib import admin
 
-from ..models import ClientCredentials, Connection, ConnectionEvent
+from ..models import ClientCredentials, Connection
 
 if TYPE_CHECKING:
     ConnectionModelAdmin = admin.ModelAdmin[Connection]
     ClientCredentialsModelAdmin = admin.ModelAdmin[ClientCredentials]
-    ConnectionEventInlineBase = admin.TabularInline[ConnectionEvent, Connection]
     ClientCredentialsModelForm = forms.ModelForm[ClientCredentials]
 else:
     ConnectionModelAdmin = admin.ModelAdmin
     ClientCredentialsModelAdmin = admin.ModelAdmin
-    ConnectionEventInlineBase = admin.TabularInline
     ClientCredentialsModelForm = forms.ModelForm
 
 
 __all__ = [
     "ClientCredentialsModelAdmin",
     "ClientCredentialsModelForm",
-    "ConnectionEventInlineBase",
     "ConnectionModelAdmin",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponseNotAllowed
 from django.http.response import HttpResponseBase
@@ -43,10 +44,11 @@ class ConnectionButtons(ConnectionModelAdmin):
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
     ) -> Any:
-        connection = self.get_object(request, object_id)
+        connection = self.get_object(request, unquote(object_id))
         extra_context = {
             **(extra_context or {}),
             "can_rotate": connection is not None and _supports_rotation(connection),
+            "can_test": connection is not None and _can_check(connection),
             "can_act": connection is not None and self.has_change_permission(request, connection),
             # Every field is read-only: there is nothing to save, only buttons to press.
             "show_save": False,
@@ -58,7 +60,7 @@ class ConnectionButtons(ConnectionModelAdmin):
     def _button(self, request: HttpRequest, object_id: str, act: Any) -> HttpResponseBase:
         """Run ``act(connection)`` for a button on the connection's page (POST, change
         permission), report its result as a message and go back to the page."""
-        connection = self.get_object(request, object_id)
+        connection = self.get_object(request, unquote(object_id))
         if connection is None:
             raise Http404(_("No such connection."))
         if not self.has_change_permission(request, connection):
@@ -93,7 +95,7 @@ class ConnectionButtons(ConnectionModelAdmin):
         return self._button(request, object_id, rotate)
 
     def disconnect_view(self, request: HttpRequest, object_id: str) -> HttpResponseBase:
-        connection = self.get_object(request, object_id)
+        connection = self.get_object(request, unquote(object_id))
         if connection is None:
             raise Http404(_("No such connection."))
         if request.method == "GET" and self.has_change_permission(request, connection):
@@ -113,6 +115,13 @@ class ConnectionButtons(ConnectionModelAdmin):
             return str(_("Disconnected: the tokens are revoked and wiped; the history is kept."))
 
         return self._button(request, object_id, disconnect)
+
+
+def _can_check(connection: Connection) -> bool:
+    try:
+        return services.can_check(connection)
+    except OAuthConnectError:
+        return False
 
 
 def _supports_rotation(connection: Connection) -> bool:

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from ..models import Connection
 from ..providers import registry
+
+# Only a token in use has an expiry worth watching: one refused (reauthorization required) or
+# wiped (disconnected) keeps its old date, which means nothing.
+IN_USE = [Connection.Status.ACTIVE, Connection.Status.ERROR]
+
+
+def expiring_within_a_day(now: datetime) -> Q:
+    """The filter "Expiring within a day" and the count atop the list, alike."""
+    return Q(status__in=IN_USE, expires_at__gt=now, expires_at__lte=now + timedelta(days=1))
 
 
 class ExpiringSoonFilter(admin.SimpleListFilter):
@@ -25,9 +34,9 @@ class ExpiringSoonFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         now = timezone.now()
         if self.value() == "day":
-            return queryset.filter(expires_at__gt=now, expires_at__lte=now + timedelta(days=1))
+            return queryset.filter(expiring_within_a_day(now))
         if self.value() == "expired":
-            return queryset.filter(expires_at__lte=now)
+            return queryset.filter(status__in=IN_USE, expires_at__lte=now)
         return queryset
 
 

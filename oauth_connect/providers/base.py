@@ -184,6 +184,13 @@ class Provider:
         has no way to do that. Called on disconnect; a failure doesn't stop the disconnect."""
         return False
 
+    def introspect(
+        self, client: ProviderClient, connection: Connection, oauth_client: OAuthClient | None
+    ) -> bool | None:
+        """Whether the provider calls the connection's access token active (e.g. RFC 7662
+        introspection), or None when it offers no way to ask."""
+        return None
+
     def describe_account(self, connection: Connection) -> str:
         """The connected account in a few words, for people (cards, admin)."""
         return str((connection.account or {}).get("username") or "")

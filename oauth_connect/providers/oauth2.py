@@ -137,6 +137,20 @@ class OAuth2Provider(Provider):
                 return True
         return False
 
+    def introspect(
+        self, client: ProviderClient, connection: Connection, oauth_client: OAuthClient | None
+    ) -> bool | None:
+        """Whether the provider calls the access token active (RFC 7662), or None without an
+        ``INTROSPECT_URL``."""
+        url = self.settings.get("INTROSPECT_URL")
+        if not url or oauth_client is None:
+            return None
+        data, auth = self._authenticate(
+            {"token": connection.access_token, "token_type_hint": "access_token"}, oauth_client
+        )
+        body = client.post_form(str(url), data, auth=auth, what="introspection endpoint")
+        return body.get("active") is True
+
     # Hooks and helpers ------------------------------------------------------------------------
 
     def parse_token_response(

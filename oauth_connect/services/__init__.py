@@ -7,13 +7,14 @@ from .bulk import (
     refresh_due_connections,
     refresh_one_if_due,
 )
-from .check import check_connection
+from .check import can_check, check_connection
 from .connect import connect_with_credentials, forget_credentials
 from .disconnect import disconnect
 from .refresh import refresh_connection, refresh_rejected_token, refresh_when, rotate_token
 from .session import connection_session
 
 __all__ = [
+    "can_check",
     "check_connection",
     "complete_authorization",
     "connect_with_credentials",

@@ -4,49 +4,102 @@ from __future__ import annotations
 
 import time
 
-from ..exceptions import ProviderError, UnsupportedOperation
+import requests
+
+from ..exceptions import OAuthConnectError, ProviderError, UnsupportedOperation
 from ..models import Connection
+from ..providers.base import Provider
+from ..providers.client import ProviderClient
+from .credentials import oauth_client_for
+from .refresh import refresh_connection, refresh_rejected_token
+
+
+def can_check(connection: Connection) -> bool:
+    """Whether :func:`check_connection` has a way to test this connection's provider."""
+    provider = connection.get_provider()
+    return bool(provider.settings.get("CHECK_PATH") or provider.settings.get("INTROSPECT_URL"))
 
 
 def check_connection(connection: Connection) -> str:
-    """GET the provider's ``CHECK_PATH`` through ``connection.session()`` and say how it went.
+    """Test the connection with the provider's ``CHECK_PATH`` (a GET through
+    ``connection.session()``) or, without one, its ``INTROSPECT_URL`` (RFC 7662). Returns a
+    sentence saying how it went.
 
-    The call takes the product's own path: an expiring token is refreshed first, and a 401 is
-    refreshed once and retried, so a connection that passes works for the product too. Raises
-    ``UnsupportedOperation`` when no ``CHECK_PATH`` is set, ``ReauthorizationRequired`` when the
-    provider refuses the grant (the connection is then ``reauth_required``), and
-    ``ProviderError`` when the API answers with an error.
+    Either way the product's own rules apply: an expiring token is refreshed first, and a
+    refused one is refreshed once and tried again, so a connection that passes works for the
+    product too. Raises ``UnsupportedOperation`` when the provider has neither setting,
+    ``ReauthorizationRequired`` when it refuses the grant (the connection is then
+    ``reauth_required``), and ``ProviderError`` for any other failure.
     """
     provider = connection.get_provider()
     path = provider.settings.get("CHECK_PATH")
-    if not path:
+    started = time.monotonic()
+    if path:
+        status = _get(connection, provider, str(path))
+        what = f"GET {path} answered HTTP {status}"
+    elif provider.settings.get("INTROSPECT_URL"):
+        _introspect(connection, provider)
+        what = "its introspection endpoint calls the token active"
+    else:
         raise UnsupportedOperation(
             f"There is no cheap call to test {provider.display_name} with: set "
             f'OAUTH_CONNECT["PROVIDERS"]["{provider.provider_id}"]["CHECK_PATH"] to an API '
-            'path that needs the token (e.g. "me/").',
+            'path that needs the token (e.g. "me/"), or its "INTROSPECT_URL".',
             connection=connection,
         )
-    started = time.monotonic()
-    with connection.session() as session:
-        response = session.get(path)
     elapsed_ms = (time.monotonic() - started) * 1000
+    return f"{provider.display_name} accepted the token: {what} ({elapsed_ms:.0f} ms)."
+
+
+def _get(connection: Connection, provider: Provider, path: str) -> int:
+    name = provider.display_name
+    try:
+        with connection.session() as session:
+            # A redirect (to a login page, say) is not the API accepting the token.
+            response = session.get(path, allow_redirects=False)
+    except OAuthConnectError:
+        raise  # a refresh that failed says so itself (ours are requests.HTTPErrors too)
+    except requests.RequestException as err:
+        raise ProviderError(
+            f"Could not reach {name} for GET {path} ({type(err).__name__}). Check the network "
+            "and the API URL; this is usually temporary.",
+            connection=connection,
+        ) from err
     status = response.status_code
     if status in provider.expired_token_statuses:
         raise ProviderError(
-            f"{provider.display_name} refused the token (HTTP {status} to GET {path}) even "
-            "after it was refreshed: the access granted may not cover this call. Reconnect and "
-            "grant it, or set CHECK_PATH to a call it covers.",
+            f"{name} refused the token (HTTP {status} to GET {path}). If a refresh was possible "
+            "it was made and refused too: the access granted may not cover this call. "
+            "Reconnect and grant it, or set CHECK_PATH to a call it covers.",
             connection=connection,
             status_code=status,
         )
-    if not response.ok:
+    if not 200 <= status < 300:
         raise ProviderError(
-            f"{provider.display_name} answered HTTP {status} to GET {path}. A 5xx is usually "
-            "temporary; otherwise check CHECK_PATH.",
+            f"{name} answered HTTP {status} to GET {path}. A 5xx is usually temporary; "
+            "otherwise check CHECK_PATH.",
             connection=connection,
             status_code=status,
         )
-    return (
-        f"{provider.display_name} accepted the token: GET {path} answered HTTP "
-        f"{status} in {elapsed_ms:.0f} ms."
-    )
+    return status
+
+
+def _introspect(connection: Connection, provider: Provider) -> None:
+    refresh_connection(connection)  # an expiring token first, as a session would
+
+    def active() -> bool | None:
+        client = ProviderClient(provider.provider_id, connection=connection)
+        oauth_client = oauth_client_for(
+            provider, connection.tenant_id, issued_to=connection.client_id
+        )
+        return provider.introspect(client, connection, oauth_client)
+
+    if active():
+        return
+    refresh_rejected_token(connection, connection.access_token)
+    if not active():
+        raise ProviderError(
+            f"{provider.display_name} calls the access token inactive, even after a refresh. "
+            "Reconnect to grant access again.",
+            connection=connection,
+        )

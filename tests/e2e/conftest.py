@@ -135,22 +135,34 @@ class Sandbox:
         return response
 
     def consent_page(
-        self, browser: requests.Session, provider: str, label: str = ""
+        self, browser: requests.Session, provider: str, label: str = "", reconnect: bool = False
     ) -> requests.Response:
-        """Submit the connect form and land on the sandbox's consent page."""
-        response = self.post(browser, f"/connections/{provider}/connect/", label=label)
+        """Submit the connect form (as the Reconnect button does with ``reconnect``) and land
+        on the sandbox's consent page."""
+        response = self.post(
+            browser,
+            f"/connections/{provider}/connect/",
+            label=label,
+            reconnect="1" if reconnect else "",
+        )
         response.raise_for_status()
         assert urlsplit(response.url).path == "/sandbox/o/authorize/", response.text[:500]
         assert 'name="allow"' in response.text, "no consent form: " + response.text[:500]
         return response
 
     def connect(
-        self, browser: requests.Session, provider: str, label: str = "", *, allow: bool = True
+        self,
+        browser: requests.Session,
+        provider: str,
+        label: str = "",
+        *,
+        allow: bool = True,
+        reconnect: bool = False,
     ) -> requests.Response:
         """The whole authorization flow, like a person: connect form, consent page, Authorize
         (or Cancel), back to our callback. Returns the page the callback finally redirects to.
         """
-        consent = self.consent_page(browser, provider, label)
+        consent = self.consent_page(browser, provider, label, reconnect)
         fields = hidden_inputs(consent.text)
         if allow:
             fields["allow"] = "Authorize"

@@ -290,7 +290,7 @@ def test_reconnecting_revokes_the_grant_it_replaces(
     sandbox.connect(browser, "apicbase")
     replaced = only_connection(organisation).refresh_token
 
-    sandbox.connect(browser, "apicbase")
+    sandbox.connect(browser, "apicbase", reconnect=True)
 
     stored = only_connection(organisation)
     assert stored.refresh_token != replaced

@@ -83,3 +83,68 @@ def test_a_provider_without_a_check_path_says_what_to_set(
     settings.OAUTH_CONNECT["PROVIDERS"]["apicbase"]["CHECK_PATH"] = ""
     with pytest.raises(UnsupportedOperation, match=r'\["apicbase"\]\["CHECK_PATH"\]'):
         check_connection(make_connection())
+
+
+def test_an_unreachable_api_is_a_provider_error_not_a_crash(
+    http_mock: responses.RequestsMock, make_connection: Any
+) -> None:
+    import requests
+
+    http_mock.add(responses.GET, ME, body=requests.ConnectionError("refused"))
+    with pytest.raises(ProviderError, match=r"Could not reach Apicbase for GET accounts/me/"):
+        check_connection(make_connection())
+
+
+def test_a_redirect_is_not_the_api_accepting_the_token(
+    http_mock: responses.RequestsMock, make_connection: Any
+) -> None:
+    http_mock.add(responses.GET, ME, status=302, headers={"Location": "https://login.test/"})
+    with pytest.raises(ProviderError, match="answered HTTP 302"):
+        check_connection(make_connection())
+
+
+INTROSPECT_URL = "https://api.apicbase.test/oauth/introspect/"
+
+
+@pytest.fixture
+def introspection_only(settings: Any) -> None:
+    settings.OAUTH_CONNECT["PROVIDERS"]["apicbase"].update(
+        {"CHECK_PATH": "", "INTROSPECT_URL": INTROSPECT_URL}
+    )
+
+
+def test_without_a_check_path_the_token_is_introspected(
+    http_mock: responses.RequestsMock, make_connection: Any, introspection_only: None
+) -> None:
+    http_mock.add(responses.POST, INTROSPECT_URL, json={"active": True})
+
+    message = check_connection(make_connection())
+
+    assert message.startswith("Apicbase accepted the token: its introspection endpoint")
+    sent = http_mock.calls[0].request.body
+    assert "token=access-token-1" in sent and "token_type_hint=access_token" in sent
+
+
+def test_an_inactive_token_is_refreshed_once_then_reported(
+    http_mock: responses.RequestsMock, make_connection: Any, introspection_only: None
+) -> None:
+    http_mock.add(responses.POST, INTROSPECT_URL, json={"active": False})
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(2))
+    http_mock.add(responses.POST, INTROSPECT_URL, json={"active": False})
+    connection = make_connection()
+
+    with pytest.raises(ProviderError, match="inactive, even after a refresh"):
+        check_connection(connection)
+
+    assert "token=access-token-2" in http_mock.calls[2].request.body
+
+
+def test_the_admin_offers_test_connection_only_where_it_can(
+    make_connection: Any, settings: Any
+) -> None:
+    from oauth_connect.services import can_check
+
+    connection = make_connection()
+    assert can_check(connection)
+    settings.OAUTH_CONNECT["PROVIDERS"]["apicbase"]["CHECK_PATH"] = ""
+    assert not can_check(connection)
