@@ -77,7 +77,7 @@ def _write_tokens(current: Connection, kind: str, note: str, recovered: bool) ->
         # it ends with the transaction, and a RELEASE would cost a query per refresh.
         connection = transaction.get_connection(alias)
         callbacks_before = len(connection.run_on_commit)
-        savepoint = transaction.savepoint(using=alias)
+        savepoint = connection.savepoint()  # (transaction.savepoint() is deprecated in 6.1)
         try:
             events = _write_tokens_and_events(current, kind, note, recovered)
         except DatabaseError:
@@ -87,7 +87,7 @@ def _write_tokens(current: Connection, kind: str, note: str, recovered: bool) ->
             # (e.g. by a post_save receiver), which Django forgets only for atomic's own.
             transaction.set_rollback(False, using=alias)
             try:
-                transaction.savepoint_rollback(savepoint, using=alias)
+                connection.savepoint_rollback(savepoint)
             except Error:
                 transaction.set_rollback(True, using=alias)
                 raise
