@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_BENCH_DB = "oauth_connect_bench"
+KEY_VARIABLE = "OAUTH_CONNECT_BENCH_KEY"
 
 
 # The token endpoint -------------------------------------------------------------------------
@@ -317,14 +318,13 @@ def main() -> None:
     parser.add_argument("--run", choices=["floor", "refresh_tokens"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--token-url", help=argparse.SUPPRESS)
-    parser.add_argument("--key", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.serve:
         serve_token_endpoint(args.latency_ms)
         return
     if args.seed is not None:
-        setup_django(args.database, args.token_url, args.key)
+        setup_django(args.database, args.token_url, os.environ[KEY_VARIABLE])
         seed(args.seed)
         print(json.dumps({"seeded": args.seed}))
         return
@@ -332,7 +332,7 @@ def main() -> None:
         if args.run == "floor":
             result = run_floor(args.token_url, args.n, args.workers[0])
         else:
-            setup_django(args.database, args.token_url, args.key)
+            setup_django(args.database, args.token_url, os.environ[KEY_VARIABLE])
             result = run_refresh_tokens(args.workers[0])
         print(json.dumps({**result, "peak_rss_mb": peak_rss_mb()}))
         return
@@ -351,7 +351,9 @@ def main() -> None:
     )
     try:
         token_url = server.stdout.readline().strip()  # type: ignore[union-attr]
-        common = ["--database", args.database, "--token-url", token_url, "--key", key]
+        # The key reaches the children through the environment: not in ps, not in an error.
+        os.environ[KEY_VARIABLE] = key
+        common = ["--database", args.database, "--token-url", token_url]
         print(
             f"bulk refresh on {args.database}; token endpoint answers in {args.latency_ms:g} ms; "
             f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"

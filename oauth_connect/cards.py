@@ -16,6 +16,9 @@ from .exceptions import ConfigurationError
 from .models import Connection
 
 Status = Connection.Status
+_SHOWN_FIELDS = frozenset(
+    {"pk", "label", "status", "account_description", "expires_at", "last_refreshed_at"}
+)
 
 
 class ConnectionCard:
@@ -25,8 +28,11 @@ class ConnectionCard:
         self.connection = connection
 
     def __getattr__(self, name: str) -> Any:
-        # The template reads the connection's own fields (label, scopes, expires_at...) here.
-        return getattr(self.connection, name)
+        # The connection's fields a template may show. Only these: a template override must
+        # not be one typo away from rendering a token or a kept password.
+        if name in _SHOWN_FIELDS:
+            return getattr(self.connection, name)
+        raise AttributeError(f"A connection card shows no {name!r}.")
 
     @cached_property
     def provider_name(self) -> str:

@@ -53,6 +53,7 @@ class CredentialsForm(forms.Form):
             )
         self.fields["label"] = copy.deepcopy(ConnectForm.base_fields["label"])
         self.fields["reconnect"] = copy.deepcopy(ConnectForm.base_fields["reconnect"])
+        self.fields["next"] = copy.deepcopy(ConnectForm.base_fields["next"])
         self.fields["password_storage"] = forms.ChoiceField(
             label=_("Password storage"),
             choices=PASSWORD_STORAGE_CHOICES,

@@ -28,6 +28,11 @@ class ConnectionStatus(models.TextChoices):
     DISCONNECTED = "disconnected", _("Disconnected")
 
 
+#: Statuses of a token set the product uses: it has an expiry worth watching, and it is due for
+#: refresh. A refused (reauth_required) or wiped (disconnected) one keeps an old, meaningless date.
+IN_USE_STATUSES = (ConnectionStatus.ACTIVE, ConnectionStatus.ERROR)
+
+
 class Connection(models.Model):
     """One tenant's token set for one provider. ``label`` tells several sets for one provider
     apart (e.g. "production" and "development"). Token fields read as plain strings in Python and

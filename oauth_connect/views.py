@@ -21,7 +21,7 @@ from . import conf, services
 from .cards import ConnectionCard
 from .exceptions import AuthorizationError, ConfigurationError, InvalidCredentials
 from .forms import ConnectForm, CredentialsForm
-from .models import Connection
+from .models import IN_USE_STATUSES, Connection
 from .providers import registry
 from .providers.base import Provider
 from .tenants import resolve_tenant
@@ -155,7 +155,7 @@ class ConnectView(TenantViewMixin, TemplateView):
             tenant=self.tenant,
             provider=provider_id,
             label=label,
-            status__in=[Status.ACTIVE, Status.ERROR],
+            status__in=IN_USE_STATUSES,
         ).exists()
         if taken and not form.cleaned_data.get("reconnect"):
             name = self.get_provider(provider_id).display_name
@@ -198,7 +198,9 @@ class ConnectView(TenantViewMixin, TemplateView):
                 messages.success(
                     request, _("%(provider)s is connected.") % {"provider": provider.display_name}
                 )
-                return redirect("oauth_connect:list")
+                return HttpResponseRedirect(
+                    self.safe_next(form.cleaned_data["next"]) or reverse("oauth_connect:list")
+                )
         return self.render_to_response(self.get_context_data(form=form))
 
 

@@ -28,6 +28,7 @@ REVOKE_URL = "https://api.apicbase.test/oauth/revoke/"
 API_URL = "https://api.apicbase.test/api/v1/"
 CLIENT_ID = "settings-client-id"
 CLIENT_SECRET = "settings-client-secret-value"
+TELETRACKER_LOGIN_URL = "https://api.teletracker.test/auth/login"
 # The frozen clock starts at the real time (to the minute), so objects a fixture made before
 # freezing (with the real clock) and the frozen tests agree on what is past and future.
 NOW = datetime.now(dt_timezone.utc).replace(second=0, microsecond=0)
@@ -71,6 +72,22 @@ def oauth_settings(settings: Any) -> Any:
     # Password hashing is deliberately slow; tests log users in often.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     return settings
+
+
+@pytest.fixture
+def credential_providers(settings: Any) -> None:
+    """Apicbase, and the fake Custobar and TeleTracker of the credential-provider tests."""
+    settings.OAUTH_CONNECT = oauth_connect_settings(
+        PROVIDERS={
+            "apicbase": apicbase_settings(),
+            "custobar": {"BASE_URL": "https://{company}.custobar.test/"},
+            "teletracker": {
+                "API_URL": "https://api.teletracker.test/",
+                "LOGIN_URL": TELETRACKER_LOGIN_URL,
+                "REFRESH_URL": "https://api.teletracker.test/auth/refresh",
+            },
+        }
+    )
 
 
 @pytest.fixture
@@ -173,7 +190,7 @@ def race(threads: int, action: Callable[[], Any]) -> list[Any]:
 
     from django.db import connection as db_connection
 
-    barrier = threading.Barrier(threads)
+    barrier = threading.Barrier(threads, timeout=30)
     outcomes: list[Any] = []
 
     def worker() -> None:
@@ -189,5 +206,6 @@ def race(threads: int, action: Callable[[], Any]) -> list[Any]:
     for thread in workers:
         thread.start()
     for thread in workers:
-        thread.join()
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in workers), "a racing thread is stuck"
     return outcomes

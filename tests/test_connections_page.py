@@ -13,26 +13,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from oauth_connect.models import Connection
-from tests.conftest import apicbase_settings, oauth_connect_settings
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("credential_providers")]
 LIST = reverse("oauth_connect:list")
 Status = Connection.Status
-
-
-@pytest.fixture(autouse=True)
-def three_providers(settings: Any) -> None:
-    settings.OAUTH_CONNECT = oauth_connect_settings(
-        PROVIDERS={
-            "apicbase": apicbase_settings(),
-            "custobar": {"BASE_URL": "https://{company}.custobar.test/"},
-            "teletracker": {
-                "API_URL": "https://api.teletracker.test/",
-                "LOGIN_URL": "https://api.teletracker.test/auth/login",
-                "REFRESH_URL": "https://api.teletracker.test/auth/refresh",
-            },
-        }
-    )
 
 
 class _Cards(HTMLParser):
@@ -203,3 +187,13 @@ def test_each_button_names_the_token_set_it_acts_on(
     assert 'aria-label="Disconnect Apicbase development"' in html
     assert 'aria-label="Disconnect Apicbase production"' in html
     assert '<main id="oc-main">' in html and '<html lang="en">' in html
+
+
+def test_a_card_shows_no_secret_even_if_a_template_asks(make_connection: Any) -> None:
+    from oauth_connect.cards import ConnectionCard
+
+    card = ConnectionCard(make_connection(label="production"))
+    assert card.label == "production"
+    for secret_field in ("access_token", "refresh_token", "credentials"):
+        with pytest.raises(AttributeError):
+            getattr(card, secret_field)

@@ -15,25 +15,14 @@ from django.db import connection as db
 from django.urls import reverse
 
 from oauth_connect.models import Connection
-from tests.conftest import apicbase_settings, oauth_connect_settings
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("credential_providers")]
 
 BASE_URL = "https://acme.custobar.test/"
 NEW_TOKEN_URL = BASE_URL + "api/auth/new-access-token/"
 PASSWORD = "kept-password-in-admin-61d0"  # noqa: S105 - a fake for the mocked API
 ACCESS = "custobar-token-in-admin-2b7e"
 ACCOUNT = {"company": "acme", "base_url": BASE_URL, "username": "alice@acme.test"}
-
-
-@pytest.fixture(autouse=True)
-def credential_providers(settings: Any) -> None:
-    settings.OAUTH_CONNECT = oauth_connect_settings(
-        PROVIDERS={
-            "apicbase": apicbase_settings(),
-            "custobar": {"BASE_URL": "https://{company}.custobar.test/"},
-        }
-    )
 
 
 @pytest.fixture

@@ -14,15 +14,15 @@ from django.test import Client
 from django.urls import reverse
 
 from oauth_connect.models import Connection
-from tests.conftest import apicbase_settings, oauth_connect_settings
+from tests.conftest import TELETRACKER_LOGIN_URL
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("credential_providers")]
 
 LIST = reverse("oauth_connect:list")
 CUSTOBAR = reverse("oauth_connect:connect", kwargs={"provider": "custobar"})
 TELETRACKER = reverse("oauth_connect:connect", kwargs={"provider": "teletracker"})
 CUSTOBAR_TOKEN_URL = "https://acme.custobar.test/api/auth/access-token/"
-LOGIN_URL = "https://api.teletracker.test/auth/login"
+LOGIN_URL = TELETRACKER_LOGIN_URL
 PASSWORD = "typed-in-browser-3e8b"  # noqa: S105 - a fake for the mocked APIs
 LOGIN_ANSWER = {
     "success": True,
@@ -32,21 +32,6 @@ LOGIN_ANSWER = {
     "refreshToken": "tt-refresh-token",
     "refreshTokenExpiration": "2026-12-22T13:00:00+00:00",
 }
-
-
-@pytest.fixture(autouse=True)
-def credential_providers(settings: Any) -> None:
-    settings.OAUTH_CONNECT = oauth_connect_settings(
-        PROVIDERS={
-            "apicbase": apicbase_settings(),
-            "custobar": {"BASE_URL": "https://{company}.custobar.test/"},
-            "teletracker": {
-                "API_URL": "https://api.teletracker.test/",
-                "LOGIN_URL": LOGIN_URL,
-                "REFRESH_URL": "https://api.teletracker.test/auth/refresh",
-            },
-        }
-    )
 
 
 class _Inputs(HTMLParser):
@@ -234,36 +219,19 @@ def test_teletracker_connects_with_or_without_an_account_id(
     assert ("account_id" in connection.account) is bool(account_id)
 
 
-def test_teletracker_refused_login_is_a_message(
-    logged_in_client: Client, http_mock: responses.RequestsMock
+@pytest.mark.parametrize(
+    ("status", "answer"),
+    [
+        (401, {"success": False, "message": "Invalid username or password"}),
+        # The page shows the provider's own words when it fails: never the password within them.
+        (200, {"success": False, "message": f"password {PASSWORD} is not valid here"}),
+    ],
+    ids=["refused", "echoing-the-password"],
+)
+def test_a_refused_teletracker_login_is_a_message_without_the_password(
+    logged_in_client: Client, http_mock: responses.RequestsMock, status: int, answer: Any
 ) -> None:
-    http_mock.add(
-        responses.POST,
-        LOGIN_URL,
-        status=401,
-        json={"success": False, "message": "Invalid username or password"},
-    )
-
-    response = logged_in_client.post(
-        TELETRACKER,
-        {"username": "alice", "password": PASSWORD, "password_storage": "keep"},
-    )
-
-    assert response.status_code == 200
-    assert messages_of(response)
-    assert PASSWORD not in response.content.decode()
-    assert not Connection.objects.exists()
-
-
-def test_a_provider_message_echoing_the_password_is_not_shown(
-    logged_in_client: Client, http_mock: responses.RequestsMock
-) -> None:
-    # The page shows the provider's own words when it fails: never the password within them.
-    http_mock.add(
-        responses.POST,
-        LOGIN_URL,
-        json={"success": False, "message": f"password {PASSWORD} is not valid here"},
-    )
+    http_mock.add(responses.POST, LOGIN_URL, status=status, json=answer)
 
     response = logged_in_client.post(
         TELETRACKER,
@@ -301,3 +269,16 @@ def test_a_provider_outage_is_a_plain_message(
         "Please try again later."
     ]
     assert "OAUTH_CONNECT" not in response.content.decode()
+
+
+def test_connecting_with_credentials_goes_back_to_next(
+    logged_in_client: Client, http_mock: responses.RequestsMock
+) -> None:
+    # As the redirect flow does: the page that sent the person here gets them back.
+    http_mock.add(responses.GET, CUSTOBAR_TOKEN_URL, json={"token": "t"})
+    form = logged_in_client.get(CUSTOBAR + "?next=/reports/").content.decode()
+    assert 'name="next" value="/reports/"' in form
+
+    response = logged_in_client.post(CUSTOBAR, {**custobar_form(), "next": "/reports/"})
+
+    assert response.status_code == 302 and response["Location"] == "/reports/"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin, messages
@@ -10,7 +12,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
-from django.utils.text import smart_split, unescape_string_literal
+from django.utils.text import Truncator, smart_split, unescape_string_literal
 from django.utils.timesince import timeuntil
 from django.utils.timezone import localtime
 from django.utils.translation import gettext_lazy as _
@@ -177,13 +179,13 @@ class ConnectionAdmin(ConnectionButtons):
     def expires_in(self, obj: Connection) -> str:
         if obj.expires_at is None or obj.status not in IN_USE:
             return "—"
-        if obj.expires_at <= timezone.now():
+        if obj.expires_within(timedelta(0)):
             return str(_("expired"))
         return timeuntil(obj.expires_at)
 
     @admin.display(description=_("last error"))
     def short_error(self, obj: Connection) -> str:
-        return obj.last_error[:80] + ("…" if len(obj.last_error) > 80 else "")
+        return Truncator(obj.last_error).chars(80)
 
     # What needs attention, at the top of the list -------------------------------------------------
 
@@ -219,28 +221,31 @@ class ConnectionAdmin(ConnectionButtons):
 
     # Actions on several connections -------------------------------------------------------------
 
-    @admin.action(description=_("Refresh now"), permissions=["change"])
-    def refresh_now(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
-        done, failed = 0, 0
+    def _each(
+        self, request: HttpRequest, queryset: QuerySet[Connection], act: Callable[[Connection], Any]
+    ) -> int:
+        """``act`` on each connection; each failure is an error message. Returns the successes."""
+        done = 0
         for connection in queryset:
             try:
-                services.refresh_connection(connection, force=True)
+                act(connection)
                 done += 1
             except OAuthConnectError as err:
-                failed += 1
                 self.message_user(request, str(err), messages.ERROR)
+        return done
+
+    @admin.action(description=_("Refresh now"), permissions=["change"])
+    def refresh_now(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        def refresh(connection: Connection) -> None:
+            services.refresh_connection(connection, force=True)
+
+        done = self._each(request, queryset, refresh)
         if done:
             self.message_user(request, _("Refreshed %d connection(s).") % done, messages.SUCCESS)
 
     @admin.action(description=_("Rotate token"), permissions=["change"])
     def rotate_token(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
-        done = 0
-        for connection in queryset:
-            try:
-                services.rotate_token(connection)
-                done += 1
-            except OAuthConnectError as err:
-                self.message_user(request, str(err), messages.ERROR)
+        done = self._each(request, queryset, services.rotate_token)
         if done:
             self.message_user(
                 request, _("Rotated the token of %d connection(s).") % done, messages.SUCCESS

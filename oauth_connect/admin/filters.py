@@ -11,12 +11,10 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from ..models import Connection
+from ..models import IN_USE_STATUSES, Connection
 from ..providers import registry
 
-# Only a token in use has an expiry worth watching: one refused (reauthorization required) or
-# wiped (disconnected) keeps its old date, which means nothing.
-IN_USE = [Connection.Status.ACTIVE, Connection.Status.ERROR]
+IN_USE = IN_USE_STATUSES
 
 
 def expiring_within_a_day(now: datetime) -> Q:

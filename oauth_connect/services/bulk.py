@@ -22,7 +22,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from ..exceptions import AwaitingReauthorization, ConnectionUnavailable, OAuthConnectError
-from ..models import Connection
+from ..models import IN_USE_STATUSES, Connection
 from .refresh import refresh_when
 
 PAGE_SIZE = 500
@@ -87,7 +87,7 @@ def due_connections(
     (not disconnected or awaiting reauthorization, not backing off after failures)."""
     now = now or timezone.now()
     queryset = Connection.objects.filter(
-        status__in=[Connection.Status.ACTIVE, Connection.Status.ERROR],
+        status__in=IN_USE_STATUSES,
         expires_at__lte=now + within,
     ).filter(Q(retry_not_before__isnull=True) | Q(retry_not_before__lte=now))
     if providers:

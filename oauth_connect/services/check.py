@@ -86,12 +86,10 @@ def _get(connection: Connection, provider: Provider, path: str) -> int:
 
 def _introspect(connection: Connection, provider: Provider) -> None:
     refresh_connection(connection)  # an expiring token first, as a session would
+    client = ProviderClient(provider.provider_id, connection=connection)
+    oauth_client = oauth_client_for(provider, connection.tenant_id, issued_to=connection.client_id)
 
     def active() -> bool | None:
-        client = ProviderClient(provider.provider_id, connection=connection)
-        oauth_client = oauth_client_for(
-            provider, connection.tenant_id, issued_to=connection.client_id
-        )
         return provider.introspect(client, connection, oauth_client)
 
     if active():

@@ -53,6 +53,9 @@ class ConnectionSession(TimeoutSession):
     anywhere else. One session per thread, as with any ``requests.Session``. A request body
     that is a stream or an open file can't be sent twice, so it is not retried after a 401."""
 
+    #: When (time.time()) to try a refresh before sending; None: no expiry known.
+    _refresh_at: float | None
+
     def __init__(self, connection: Connection, *, timeout: float | None = None) -> None:
         super().__init__(timeout)
         self.connection = connection
@@ -82,8 +85,8 @@ class ConnectionSession(TimeoutSession):
         ):
             try:
                 refresh_rejected_token(self.connection, self._access_token)
-            except TokensNotStored as err:
-                self._carry_on_unstored(err)
+            except TokensNotStored:
+                self._carry_on_unstored()
             self._use_stored_token()
             response.close()
             response = super().request(method, url, *args, **kwargs)
@@ -98,16 +101,23 @@ class ConnectionSession(TimeoutSession):
     def _refresh_ahead_of_expiry(self) -> None:
         """Best effort while the token still works: a provider outage (or its backoff) must not
         fail requests the current token can still make. Once it has expired, failures raise."""
-        now = timezone.now()
         expires_at = self.connection.expires_at
-        still_valid = expires_at is not None and expires_at > now
-        retry_at = self.connection.retry_not_before
-        if still_valid and retry_at is not None and retry_at > now:
+        still_valid = expires_at is not None and expires_at > timezone.now()
+        if still_valid and self._backing_off():
+            return
+        if (
+            expires_at is not None
+            and still_valid
+            and not self.provider.can_refresh(self.connection)
+        ):
+            # Nothing to refresh with: use the token until it expires, then let the refresh
+            # say so, instead of taking the row lock on every request meanwhile.
+            self._refresh_at = expires_at.timestamp()
             return
         try:
             refresh_connection(self.connection, due_within=self._leeway)
-        except TokensNotStored as err:
-            self._carry_on_unstored(err)
+        except TokensNotStored:
+            self._carry_on_unstored()
         except ReauthorizationRequired:
             raise
         except ProviderError as err:
@@ -121,7 +131,7 @@ class ConnectionSession(TimeoutSession):
             )
         self._use_stored_token()
 
-    def _carry_on_unstored(self, err: TokensNotStored) -> None:
+    def _carry_on_unstored(self) -> None:
         # The new tokens exist only in this process now (already logged and marked): use them
         # rather than fail the request, which the old, rotated-away token can't make.
         logger.warning(

@@ -67,7 +67,8 @@ def _write_tokens(current: Connection, kind: str, note: str, recovered: bool) ->
     """The tokens and their events, all or nothing. Announced (log line, signal) only once
     written, so a write that is rolled back and retried announces once."""
     alias = current._state.db
-    if not transaction.get_connection(alias).in_atomic_block:
+    connection = transaction.get_connection(alias)
+    if not connection.in_atomic_block:
         # No row lock's transaction around us (SQLite): a short one of our own.
         with transaction.atomic(using=alias):
             events = _write_tokens_and_events(current, kind, note, recovered)
@@ -75,7 +76,6 @@ def _write_tokens(current: Connection, kind: str, note: str, recovered: bool) ->
         # Inside the row lock's transaction: a savepoint, so that a refused write leaves that
         # transaction usable for the retry and the failure mark. Deliberately never released:
         # it ends with the transaction, and a RELEASE would cost a query per refresh.
-        connection = transaction.get_connection(alias)
         callbacks_before = len(connection.run_on_commit)
         savepoint = connection.savepoint()  # (transaction.savepoint() is deprecated in 6.1)
         try:

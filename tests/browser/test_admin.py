@@ -37,15 +37,11 @@ def connections(site: Sandbox, organisation: Any, other_organisation: Any) -> di
     alice = site.login("alice")
     site.connect(alice, "apicbase", label="production")
     site.connect(alice, "acme")
-    page = site.connect_with_credentials(
+    site.connected_with_credentials(
         alice, "custobar", company="acme", username="alice", password=PASSWORD
     )
-    assert page.url == site.absolute("/connections/"), page.text[:2000]
     mallory = site.login("mallory")
-    page = site.connect_with_credentials(
-        mallory, "teletracker", username="mallory", password=PASSWORD
-    )
-    assert page.url == site.absolute("/connections/"), page.text[:2000]
+    site.connected_with_credentials(mallory, "teletracker", username="mallory", password=PASSWORD)
     by_provider = {connection.provider: connection for connection in Connection.objects.all()}
     acme = by_provider["acme"]
     RefreshToken.objects.get(token=acme.refresh_token).revoke()

@@ -23,6 +23,7 @@ from oauth2_provider.models import AccessToken, Application, RefreshToken
 
 from example_project.sandbox.setup import register_sandbox_clients
 from oauth_connect.models import Connection
+from oauth_connect.providers import registry
 from tests.conftest import oauth_connect_settings
 
 # The client ids and secrets example_project/settings.py registers at the sandbox.
@@ -134,6 +135,16 @@ class Sandbox:
         response.raise_for_status()
         return response
 
+    def connected_with_credentials(
+        self, browser: requests.Session, provider: str, **fields: str
+    ) -> requests.Response:
+        """:meth:`connect_with_credentials`, which must succeed: back on the Connections page,
+        saying so."""
+        page = self.connect_with_credentials(browser, provider, **fields)
+        assert page.url == self.absolute("/connections/"), page.text[:2000]
+        assert f"{registry.get(provider).display_name} is connected." in page.text
+        return page
+
     def consent_page(
         self, browser: requests.Session, provider: str, label: str = "", reconnect: bool = False
     ) -> requests.Response:
@@ -207,12 +218,6 @@ class Sandbox:
         AccessToken.objects.filter(token=connection.access_token).update(expires=past)
         Connection.objects.filter(pk=connection.pk).update(expires_at=past)
         connection.refresh_from_db()
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings: Any) -> None:
-    # Every test logs someone in over HTTP; the default hasher would cost seconds per test.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 from typing import Any
 from unittest import mock
@@ -19,29 +18,15 @@ from requests.adapters import HTTPAdapter
 from oauth_connect.exceptions import ReauthorizationRequired
 from oauth_connect.models import Connection, ConnectionEvent
 from oauth_connect.services import refresh_connection
+from tests.conftest import race
 
-from .conftest import CLIENTS, TOKEN_LIFETIME, Sandbox
+from .conftest import CLIENTS, TOKEN_LIFETIME, Sandbox, event_kinds, record_statuses
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def only_connection(tenant: Any, provider: str = "apicbase") -> Connection:
     return Connection.objects.get(tenant=tenant, provider=provider)
-
-
-def record_statuses(session: requests.Session) -> list[int]:
-    """The status of every response the session receives, retries included."""
-    statuses: list[int] = []
-
-    def record(response: requests.Response, **kwargs: Any) -> None:
-        statuses.append(response.status_code)
-
-    session.hooks["response"].append(record)
-    return statuses
-
-
-def event_kinds(connection: Connection) -> list[str]:
-    return list(connection.events.order_by("pk").values_list("kind", flat=True))
 
 
 def test_apicbase_connects_and_calls_the_api(
@@ -148,25 +133,12 @@ def test_concurrent_requests_on_an_expired_connection_refresh_once(
     sandbox.expire(connection)
     mark = sandbox.mark("apicbase")
     workers = 8
-    barrier = threading.Barrier(workers, timeout=30)
-    results: list[Any] = [None] * workers
 
-    def call_api(index: int) -> None:
-        try:
-            session = Connection.objects.get(pk=connection.pk).session()
-            barrier.wait()
-            response = session.get("accounts/me/")
-            results[index] = (response.status_code, response.json())
-        except Exception as err:  # reported below, with the thread it happened in
-            results[index] = err
-        finally:
-            db_connection.close()
+    def call_api() -> tuple[int, Any]:
+        response = Connection.objects.get(pk=connection.pk).session().get("accounts/me/")
+        return response.status_code, response.json()
 
-    threads = [threading.Thread(target=call_api, args=(i,)) for i in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    results = race(workers, call_api)
 
     assert results == [(200, {"username": "alice"})] * workers
     assert sandbox.issued_since("apicbase", mark) == 1

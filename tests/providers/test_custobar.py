@@ -82,6 +82,7 @@ def custobar_connection(make_connection: Callable[..., Connection]) -> Connectio
 
 
 class TestCustobar(ProviderContract):
+    refresh_sets_expiry = False
     provider_id = "custobar"
     api_url = BASE_URL
     header_scheme = "Token"

@@ -4,6 +4,7 @@ nothing stored on failure, and no secret anywhere but in the encrypted columns."
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -17,12 +18,12 @@ from oauth_connect.exceptions import (
 )
 from oauth_connect.models import Connection
 from oauth_connect.services import connect_with_credentials
-from tests.conftest import apicbase_settings, oauth_connect_settings
+from tests.conftest import TELETRACKER_LOGIN_URL
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("credential_providers")]
 
 CUSTOBAR_TOKEN_URL = "https://acme.custobar.test/api/auth/access-token/"
-LOGIN_URL = "https://api.teletracker.test/auth/login"
+LOGIN_URL = TELETRACKER_LOGIN_URL
 PASSWORD = "typed-password-4d1e"  # noqa: S105 - a fake for the mocked APIs
 TOKEN = "custobar-token-0b9c"  # noqa: S105
 TELETRACKER_ANSWER = {
@@ -34,21 +35,6 @@ TELETRACKER_ANSWER = {
     "refreshTokenExpiration": "2026-12-22T13:00:00+00:00",
 }
 SECRETS = [PASSWORD, TOKEN, TELETRACKER_ANSWER["token"], TELETRACKER_ANSWER["refreshToken"]]
-
-
-@pytest.fixture(autouse=True)
-def credential_providers(settings: Any) -> None:
-    settings.OAUTH_CONNECT = oauth_connect_settings(
-        PROVIDERS={
-            "apicbase": apicbase_settings(),
-            "custobar": {"BASE_URL": "https://{company}.custobar.test/"},
-            "teletracker": {
-                "API_URL": "https://api.teletracker.test/",
-                "LOGIN_URL": LOGIN_URL,
-                "REFRESH_URL": "https://api.teletracker.test/auth/refresh",
-            },
-        }
-    )
 
 
 def connect_custobar(organisation: Any, **overrides: Any) -> Connection:
@@ -104,7 +90,9 @@ def test_connect_teletracker_stores_both_tokens_and_expiries(
     stored = Connection.objects.get(pk=connection.pk)
     assert stored.access_token == TELETRACKER_ANSWER["token"]
     assert stored.refresh_token == TELETRACKER_ANSWER["refreshToken"]
-    assert stored.expires_at is not None and stored.refresh_expires_at is not None
+    # Our clock plus the lifetimes the answer gives (tokenLifetime; refresh minus token expiry).
+    assert stored.expires_at == frozen_now + timedelta(hours=1)
+    assert stored.refresh_expires_at == frozen_now + timedelta(hours=1) + timedelta(days=29)
     assert stored.account == {"username": "alice", "account_id": "7"}
     assert stored.stored_credential("password") == PASSWORD
 

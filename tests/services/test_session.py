@@ -251,3 +251,23 @@ def test_a_netrc_entry_for_the_api_host_cannot_replace_the_token(
     http_mock.add(responses.GET, ME, json={})
     make_connection().session().get("accounts/me/")
     assert auth_of(http_mock.calls[0]) == "Bearer access-token-1"
+
+
+def test_nothing_to_refresh_with_costs_no_query_per_call_before_expiry(
+    http_mock: responses.RequestsMock, make_connection: Any, django_assert_num_queries: Any
+) -> None:
+    # Within the refresh margin, but with no refresh token: the token is used until it
+    # expires, without taking the row lock on every request to find that out again.
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    for _ in range(3):
+        http_mock.add(responses.GET, ME, json={})
+    connection = make_connection(
+        refresh_token="", expires_at=timezone.now() + timedelta(seconds=60)
+    )
+    session = connection.session()
+    with django_assert_num_queries(0):
+        for _ in range(3):
+            assert session.get("accounts/me/").status_code == 200
