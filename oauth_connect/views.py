@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.contrib import messages
@@ -18,6 +17,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.generic import TemplateView, View
 
 from . import conf, services
+from ._internal.log import logger, provider_fields
 from .cards import ConnectionCard
 from .exceptions import AuthorizationError, ConfigurationError, InvalidCredentials
 from .forms import ConnectForm, CredentialsForm
@@ -27,8 +27,6 @@ from .providers.base import Provider
 from .tenants import resolve_tenant
 
 Status = Connection.Status
-
-logger = logging.getLogger("oauth_connect")
 
 
 class TenantViewMixin:
@@ -65,7 +63,7 @@ class TenantViewMixin:
             provider.provider_id,
             self.tenant.pk,
             err,
-            extra={"provider": provider.provider_id},
+            extra=provider_fields(provider.provider_id, "misconfigured", tenant_id=self.tenant.pk),
         )
         messages.error(
             self.request,

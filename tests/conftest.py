@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
@@ -72,6 +74,44 @@ def oauth_settings(settings: Any) -> Any:
     # Password hashing is deliberately slow; tests log users in often.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     return settings
+
+
+# What a secret from these fixtures looks like in text: a log line must never hold one.
+SECRET_SHAPES = re.compile(
+    rf"(access|refresh)-token-\d|{re.escape(CLIENT_SECRET)}|sandbox-\w+-secret"
+)
+
+
+class _LogLineChecker(logging.Handler):
+    """Collects every ``oauth_connect`` record that lacks its structured fields or shows a secret."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.problems: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Lines about many connections at once (a crashed worker, a Celery fan-out) name none.
+        about_many = getattr(record, "event", None) in {"refresh_crashed", "refreshes_enqueued"}
+        needed = ("event",) if about_many else ("event", "provider")
+        missing = [name for name in needed if not hasattr(record, name)]
+        if missing:
+            self.problems.append(f"{record.getMessage()!r} lacks extra={missing}")
+        if SECRET_SHAPES.search(record.getMessage() + repr(vars(record))):
+            self.problems.append(f"{record.getMessage()!r} shows a secret")
+
+
+@pytest.fixture(autouse=True)
+def log_lines_are_structured_and_secret_free() -> Iterator[None]:
+    """Every test doubles as a check of the ``oauth_connect`` logger's contract (docs/signals.md):
+    each line carries ``event`` and ``provider`` in ``extra`` and never a token or secret."""
+    checker = _LogLineChecker()
+    oauth_logger = logging.getLogger("oauth_connect")
+    oauth_logger.addHandler(checker)
+    try:
+        yield
+    finally:
+        oauth_logger.removeHandler(checker)
+    assert not checker.problems, checker.problems
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ lists the connections again.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,6 +34,7 @@ from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 # The same per-connection re-check and paging that refresh_tokens runs.
+from .._internal.log import logger
 from ..providers import registry
 from ..services.bulk import due_connection_ids, refresh_one_if_due
 
@@ -51,8 +51,6 @@ REFRESH_CONNECTION = "oauth_connect.refresh_connection"
 REFRESH_DUE_CONNECTIONS = "oauth_connect.refresh_due_connections"
 # refresh_tokens' default --within; a token is still never refreshed before half its lifetime.
 DEFAULT_WITHIN_SECONDS = 24 * 3600
-
-logger = logging.getLogger("oauth_connect")
 
 
 @shared_task(
@@ -110,7 +108,11 @@ def refresh_due_connections_task(
         # Not added to this task's result: a fleet of connections would bloat it.
         refresh_connection_task.apply_async(args=(pk,), kwargs=options, add_to_parent=False)
         enqueued += 1
-    logger.info("Enqueued %s connection refreshes", enqueued, extra={"enqueued": enqueued})
+    logger.info(
+        "Enqueued %s connection refreshes",
+        enqueued,
+        extra={"event": "refreshes_enqueued", "enqueued": enqueued},
+    )
     return {
         "enqueued": enqueued,
         "within_seconds": within.total_seconds(),

@@ -7,7 +7,6 @@ subclass with a message a person can act on. It never puts a secret in that mess
 
 from __future__ import annotations
 
-import logging
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -28,7 +27,6 @@ from ..exceptions import (
 if TYPE_CHECKING:
     from ..models import Connection
 
-logger = logging.getLogger("oauth_connect")
 
 # OAuth2 error codes (RFC 6749 §5.2) that mean the grant itself is dead: a person must reconnect.
 DEAD_GRANT_ERRORS = frozenset({"invalid_grant"})

@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 
 from .. import conf
+from .._internal.log import logger, provider_fields
 from .._internal.pkce import make_verifier, s256_challenge
 from ..exceptions import (
     AccessDenied,
@@ -35,7 +36,6 @@ from ..providers.oauth2 import OAuth2Provider
 from .connect import save_grant
 from .credentials import require_oauth_client
 
-logger = logging.getLogger("oauth_connect")
 SESSION_KEY = "oauth_connect_pending"
 # A user may start a few flows in parallel tabs; more than this and the oldest is dropped.
 MAX_PENDING = 5
@@ -226,7 +226,7 @@ def _exchange_failed(provider: OAuth2Provider, err: ProviderError) -> Authorizat
         "Code exchange with %s failed: %s",
         provider.provider_id,
         err.detail,
-        extra={"provider": provider.provider_id},
+        extra=provider_fields(provider.provider_id, "code_exchange_failed"),
     )
     if isinstance(err, ProviderConfigurationError):
         return AuthorizationError(

@@ -8,7 +8,6 @@ connection once between them.
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 from collections import Counter
@@ -21,12 +20,12 @@ from django.db import connections
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from .._internal.log import logger
 from ..exceptions import AwaitingReauthorization, ConnectionUnavailable, OAuthConnectError
 from ..models import IN_USE_STATUSES, Connection
 from .refresh import refresh_when
 
 PAGE_SIZE = 500
-logger = logging.getLogger("oauth_connect")
 
 
 @dataclass
@@ -135,7 +134,9 @@ def refresh_due_connections(
         except Exception as err:
             # One broken row must not stop the run or kill a worker thread.
             logger.exception(
-                "Refreshing connection #%s failed unexpectedly", pk, extra={"connection_id": pk}
+                "Refreshing connection #%s failed unexpectedly",
+                pk,
+                extra={"event": "refresh_crashed", "connection_id": pk},
             )
             result = _result(Connection(pk=pk), "failed", f"Unexpected {type(err).__name__}.")
         report(result)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
+from .._internal.log import connection_fields, logger, provider_fields
 from ..exceptions import (
     AuthorizationError,
     ConfigurationError,
@@ -22,8 +22,6 @@ from ..providers.client import ProviderClient
 from .events import record_event
 from .locking import locked_connection
 from .revoke import previous_grant, revoke_at_provider
-
-logger = logging.getLogger("oauth_connect")
 
 
 @sensitive_variables()
@@ -61,7 +59,10 @@ def connect_with_credentials(
     except ProviderError as err:
         # An outage, not the tenant's typing: the detail (hosts, settings) is for operators.
         logger.warning(
-            "Connecting %s failed: %s", provider_id, err.detail, extra={"provider": provider_id}
+            "Connecting %s failed: %s",
+            provider_id,
+            err.detail,
+            extra=provider_fields(provider_id, "connect_failed", tenant_id=tenant.pk),
         )
         raise AuthorizationError(
             f"{provider.display_name} could not be reached or answered unexpectedly, so nothing "
@@ -91,7 +92,7 @@ def forget_credentials(connection: Connection) -> bool:
             logger.info(
                 "%s: kept password forgotten",
                 current,
-                extra={"connection_id": current.pk, "provider": current.provider},
+                extra=connection_fields(current, "credentials_forgotten"),
             )
     connection.keep_credentials({})
     return had

@@ -7,10 +7,9 @@ from typing import Any
 
 from django.db import transaction
 
+from .._internal.log import connection_fields, logger
 from ..models import Connection, ConnectionEvent
 from ..signals import BY_EVENT_KIND
-
-logger = logging.getLogger("oauth_connect")
 
 _LEVELS: dict[str, int] = {
     ConnectionEvent.Kind.REFRESH_FAILED: logging.WARNING,
@@ -41,12 +40,7 @@ def announce_event(event: ConnectionEvent, **signal_kwargs: Any) -> None:
         connection,
         event.kind,
         f" ({event.message})" if event.message else "",
-        extra={
-            "connection_id": connection.pk,
-            "provider": connection.provider,
-            "tenant_id": connection.tenant_id,
-            "event": event.kind,
-        },
+        extra=connection_fields(connection, event.kind),
     )
     signal = BY_EVENT_KIND[event.kind]
     transaction.on_commit(

@@ -11,7 +11,6 @@ which makes SQLite correct for one server process; see the README's "Databases" 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
@@ -35,7 +34,6 @@ from .events import record_event
 from .locking import locked_connection
 from .store import save_status, store_refreshed
 
-logger = logging.getLogger("oauth_connect")
 Status = Connection.Status
 ProviderErrorT = TypeVar("ProviderErrorT", bound=ProviderError)
 Kind = ConnectionEvent.Kind

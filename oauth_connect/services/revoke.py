@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
+from .._internal.log import connection_fields, logger
 from ..exceptions import EncryptionKeyError, OAuthConnectError
 from ..models import Connection
 from ..providers.base import TokenSet
 from ..providers.client import ProviderClient
 from .credentials import oauth_client_for
-
-logger = logging.getLogger("oauth_connect")
 
 
 def revoke_at_provider(connection: Connection) -> str:
@@ -33,7 +30,7 @@ def revoke_at_provider(connection: Connection) -> str:
             "%s: revocation failed: %s",
             connection,
             err.detail,
-            extra={"connection_id": connection.pk, "provider": connection.provider},
+            extra=connection_fields(connection, "revocation_failed"),
         )
         return f"Revocation failed ({err.detail})."
 

@@ -8,7 +8,6 @@ provider declares) refreshes once and retries once.
 
 from __future__ import annotations
 
-import logging
 import time
 from datetime import datetime
 from typing import Any
@@ -20,6 +19,7 @@ from django.utils import timezone
 
 from .. import conf
 from .._internal.http import TimeoutSession
+from .._internal.log import connection_fields, logger
 from ..exceptions import (
     ConnectionUnavailable,
     ProviderError,
@@ -29,8 +29,6 @@ from ..exceptions import (
 )
 from ..models import Connection
 from .refresh import needs_reauth_message, refresh_connection, refresh_rejected_token
-
-logger = logging.getLogger("oauth_connect")
 
 
 def connection_session(
@@ -127,7 +125,7 @@ class ConnectionSession(TimeoutSession):
                 "%s: refresh ahead of expiry failed; using the current token meanwhile: %s",
                 self.connection,
                 err.detail,
-                extra={"connection_id": self.connection.pk, "provider": self.connection.provider},
+                extra=connection_fields(self.connection, "early_refresh_failed"),
             )
         self._use_stored_token()
 
@@ -137,7 +135,7 @@ class ConnectionSession(TimeoutSession):
         logger.warning(
             "%s: using tokens that could not be stored",
             self.connection,
-            extra={"connection_id": self.connection.pk, "provider": self.connection.provider},
+            extra=connection_fields(self.connection, "using_unstored_tokens"),
         )
 
     def _use_stored_token(self) -> None:

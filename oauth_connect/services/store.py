@@ -6,17 +6,15 @@ Called with the connection's row lock held (see ``locking``).
 
 from __future__ import annotations
 
-import logging
-
 from django.db import DatabaseError, Error, transaction
 from django.utils import timezone
 
+from .._internal.log import connection_fields, logger
 from ..exceptions import ConnectionUnavailable, TokensNotStored
 from ..models import Connection, ConnectionEvent
 from ..providers.base import TokenSet
 from .events import announce_event, record_event, store_event
 
-logger = logging.getLogger("oauth_connect")
 Status = Connection.Status
 Kind = ConnectionEvent.Kind
 
@@ -139,7 +137,7 @@ def _tokens_not_stored(
         "%s: %s",
         current,
         detail,
-        extra={"connection_id": current.pk, "provider": current.provider, "event": "not_stored"},
+        extra=connection_fields(current, "not_stored"),
     )
     failure = TokensNotStored(detail, connection=current)
     try:
@@ -154,7 +152,7 @@ def _tokens_not_stored(
         logger.error(
             "%s: could not mark the connection either",
             current,
-            extra={"connection_id": current.pk, "provider": current.provider},
+            extra=connection_fields(current, "not_stored_not_marked"),
         )
     return failure
 
