@@ -83,7 +83,7 @@ SECRET_SHAPES = re.compile(
 
 
 class _LogLineChecker(logging.Handler):
-    """Collects every ``oauth_connect`` record that lacks its structured fields or shows a secret."""
+    """Collects each ``oauth_connect`` record that lacks its structured fields or shows a secret."""
 
     def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)
