@@ -7,7 +7,9 @@ What each fenced block's language means:
 - ``python``: executed. A block whose first line is ``# settings.py`` is a settings sample: its
   upper-case names are applied to the test settings and ``manage.py check`` must then pass
   (``INSTALLED_APPS`` and ``MIDDLEWARE`` are checked to name only what the test project has).
-  ``# urls.py`` becomes the root URLconf. Every other block runs in one namespace per page.
+  ``# urls.py`` becomes the root URLconf; ``# myapp/tenants.py`` becomes the module
+  ``myapp.tenants`` (for settings that name a dotted path). Every other block runs in one
+  namespace per page.
 - ``sh``: each line (``$ `` prompts and ``#`` comments aside) is run: ``python manage.py ...``
   through ``call_command``; ``pip install oauth_connect[extra]`` checks the extra exists;
   ``export NAME=value`` and a ``NAME=value`` prefix set the variable. Anything else needs a
@@ -81,7 +83,14 @@ class PageRun:
 
     def output_of(self, needle: str) -> Any:
         """The output of the one block whose code contains ``needle``."""
-        found = [output for block, output in self.outputs if needle in block.code]
+        return self._one(needle)[1]
+
+    def code_of(self, needle: str) -> str:
+        """The code of the one block that contains ``needle`` (e.g. a template to install)."""
+        return self._one(needle)[0].code
+
+    def _one(self, needle: str) -> tuple[Block, Any]:
+        found = [(block, output) for block, output in self.outputs if needle in block.code]
         assert len(found) == 1, f"{len(found)} blocks contain {needle!r}"
         return found[0]
 
@@ -122,17 +131,22 @@ def _run_block(
     elif block.language == "cron":
         lines = [_cron_command(line) for line in _shell_lines(block.code)]
     else:
-        return _run_non_shell(block, settings, run)
+        return _run_non_shell(block, settings, monkeypatch, run)
     return [_run_shell_line(line, commands, monkeypatch) for line in lines]
 
 
-def _run_non_shell(block: Block, settings: Any, run: PageRun) -> Any:
+def _run_non_shell(
+    block: Block, settings: Any, monkeypatch: pytest.MonkeyPatch, run: PageRun
+) -> Any:
     if block.language == "python":
         first_line = block.code.split("\n", 1)[0].strip()
         if first_line == "# settings.py":
             return _apply_settings(block, settings)
         if first_line == "# urls.py":
-            return _install_urls(block, settings)
+            return _install_urls(block, settings, monkeypatch)
+        module_path = re.fullmatch(r"# ([\w/]+)\.py", first_line)
+        if module_path:
+            return _install_module(module_path.group(1).replace("/", "."), block, monkeypatch)
         exec(compile(block.code, str(block), "exec"), run.namespace)  # noqa: S102
         return None
     if block.language == "django":
@@ -161,13 +175,26 @@ def _apply_settings(block: Block, settings: Any) -> dict[str, Any]:
     return applied
 
 
-def _install_urls(block: Block, settings: Any) -> types.ModuleType:
-    module = types.ModuleType(f"docs_urls_{block.line}")
-    exec(compile(block.code, str(block), "exec"), module.__dict__)  # noqa: S102
+def _install_urls(block: Block, settings: Any, monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    module = _install_module(f"docs_urls_{block.line}", block, monkeypatch)
     assert isinstance(getattr(module, "urlpatterns", None), list), "defines no urlpatterns"
-    sys.modules[module.__name__] = module
     settings.ROOT_URLCONF = module.__name__
     clear_url_caches()
+    return module
+
+
+def _install_module(name: str, block: Block, monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """Make the block importable as ``name`` (and its parent packages) for this test only."""
+    parts = name.split(".")
+    for depth in range(1, len(parts)):
+        parent = ".".join(parts[:depth])
+        if parent not in sys.modules:
+            package = types.ModuleType(parent)
+            package.__path__ = []
+            monkeypatch.setitem(sys.modules, parent, package)
+    module = types.ModuleType(name)
+    monkeypatch.setitem(sys.modules, name, module)
+    exec(compile(block.code, str(block), "exec"), module.__dict__)  # noqa: S102
     return module
 
 
