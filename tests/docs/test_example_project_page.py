@@ -1,0 +1,33 @@
+"""docs/example-project.md: setup_demo does what the page says, and says what the page shows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.contrib.auth import authenticate
+from oauth2_provider.models import Application
+
+from example_project import settings as example_settings
+from example_project.tenants.models import Organisation
+
+
+@pytest.mark.django_db
+def test_setup_demo_prepares_the_demo_login_and_the_sandbox_clients(
+    run_docs_page: Callable[..., Any], settings: Any
+) -> None:
+    settings.SITE_URL = "http://127.0.0.1:8000"
+    settings.OAUTH_CONNECT = example_settings.OAUTH_CONNECT  # the sandbox-backed providers
+    run = run_docs_page("example-project.md")
+
+    [printed] = run.output_of("setup_demo")
+    assert printed.strip() == run.output_of("Ready.").strip()
+    demo = authenticate(username="demo", password="demo")
+    assert demo is not None and demo.is_superuser
+    assert Organisation.objects.get(members=demo).name == "Demo Kitchen"
+    registered = Application.objects.values_list("client_id", "redirect_uris")
+    assert set(registered) == {
+        ("sandbox-apicbase-client", "http://127.0.0.1:8000/connections/apicbase/callback/"),
+        ("sandbox-acme-client", "http://127.0.0.1:8000/connections/acme/callback/"),
+    }
