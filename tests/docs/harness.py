@@ -12,8 +12,8 @@ What each fenced block's language means:
   namespace per page.
 - ``sh``: each line (``$ `` prompts and ``#`` comments aside) is run: ``python manage.py ...``
   through ``call_command``; ``pip install oauth_connect[extra]`` checks the extra exists;
-  ``export NAME=value`` and a ``NAME=value`` prefix set the variable. Anything else needs a
-  handler from the page's test.
+  ``export NAME=value`` and a ``NAME=value`` prefix set the variable; ``a && b`` runs both.
+  Anything else needs a handler from the page's test.
 - ``cron``: the command after the five schedule fields, as an ``sh`` line (``cd ... &&`` and
   output redirection dropped).
 - ``django``: a template, rendered with the page namespace as its context.
@@ -212,7 +212,22 @@ def _cron_command(line: str) -> str:
 def _run_shell_line(
     line: str, commands: dict[str, Callable[[list[str]], Any]], monkeypatch: pytest.MonkeyPatch
 ) -> Any:
-    words = shlex.split(line, comments=True)
+    """Run one line; ``a && b`` runs each command in turn (a failure fails the sample)."""
+    chain: list[list[str]] = [[]]
+    for word in shlex.split(line, comments=True):
+        if word == "&&":
+            chain.append([])
+        else:
+            chain[-1].append(word)
+    outputs = [_run_command(words, commands, monkeypatch) for words in chain]
+    return outputs[0] if len(outputs) == 1 else outputs
+
+
+def _run_command(
+    words: list[str],
+    commands: dict[str, Callable[[list[str]], Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Any:
     while re.fullmatch(r"[A-Z_]+=.*", words[0]):  # NAME=value command: set for this page
         monkeypatch.setenv(*words.pop(0).split("=", 1))
     if words[:2] == ["python", "manage.py"]:
@@ -225,7 +240,7 @@ def _run_shell_line(
         return None
     if words[0] in commands:
         return commands[words[0]](words[1:])
-    raise AssertionError(f"no runner for the command {line!r}")
+    raise AssertionError(f"no runner for the command {shlex.join(words)!r}")
 
 
 def _manage(arguments: list[str]) -> str:
