@@ -1,7 +1,24 @@
-"""Signals for every connection event. Each is sent once the change is committed, with
-``sender=Connection``, ``connection=`` the connection and ``event=`` the ``ConnectionEvent``.
+"""Signals for every connection event, one per ``ConnectionEvent.Kind`` (see docs/signals.md).
 
-``connection_refresh_failed`` also carries ``error=`` (the exception).
+Each is sent once the change is committed (``transaction.on_commit``), in the thread that made
+it, with ``sender=Connection`` and these keyword arguments:
+
+- ``connection``: the ``Connection`` as stored after the change;
+- ``event``: the ``ConnectionEvent`` just recorded (``kind``, ``message``, ``created_at``);
+- ``error`` (``connection_refresh_failed`` and ``connection_reauth_required`` only): the
+  exception that caused it. A ``ReauthorizationRequired`` for ``connection_reauth_required``; a
+  ``ProviderError``, or ``TokensNotStored`` when the database refused new tokens, for
+  ``connection_refresh_failed``.
+
+``connection_connected``: new tokens stored by connecting or reconnecting.
+``connection_refreshed``: a refresh stored new tokens.
+``connection_rotated``: ``rotate_token`` stored a new token.
+``connection_refresh_failed``: a refresh or rotation failed for a reason that may pass.
+``connection_reauth_required``: the provider refused the grant; a person must reconnect.
+``connection_recovered``: a refresh or rotation succeeded after failures.
+``connection_disconnected``: ``disconnect`` wiped the tokens.
+
+Receivers should accept ``**kwargs``.
 """
 
 from django.dispatch import Signal

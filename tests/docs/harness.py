@@ -140,11 +140,11 @@ def _run_non_shell(
 ) -> Any:
     if block.language == "python":
         first_line = block.code.split("\n", 1)[0].strip()
-        if first_line == "# settings.py":
+        if first_line.startswith("# settings.py"):
             return _apply_settings(block, settings)
-        if first_line == "# urls.py":
+        if first_line.startswith("# urls.py"):
             return _install_urls(block, settings, monkeypatch)
-        module_path = re.fullmatch(r"# ([\w/]+)\.py", first_line)
+        module_path = re.match(r"# ([\w/]+)\.py\b", first_line)
         if module_path:
             return _install_module(module_path.group(1).replace("/", "."), block, monkeypatch)
         exec(compile(block.code, str(block), "exec"), run.namespace)  # noqa: S102
@@ -194,6 +194,8 @@ def _install_module(name: str, block: Block, monkeypatch: pytest.MonkeyPatch) ->
             monkeypatch.setitem(sys.modules, parent, package)
     module = types.ModuleType(name)
     monkeypatch.setitem(sys.modules, name, module)
+    if len(parts) > 1:  # ``import_string("a.b.C")`` finds b as an attribute of package a
+        monkeypatch.setattr(sys.modules[".".join(parts[:-1])], parts[-1], module, raising=False)
     exec(compile(block.code, str(block), "exec"), module.__dict__)  # noqa: S102
     return module
 
