@@ -323,7 +323,7 @@ def test_refresh_now_refreshes_and_stores_new_tokens(
     assert connection.access_token == "access-token-2"
     assert connection.refresh_token == "refresh-token-2"
     assert connection.last_refreshed_at == frozen_now
-    assert messages_of(response) == [(SUCCESS, "Refreshed 1 connection(s).")]
+    assert messages_of(response) == [(SUCCESS, "Refreshed 1 connection.")]
     assert "access-token-2" not in response.content.decode()
 
 
@@ -366,7 +366,7 @@ def test_disconnect_revokes_and_wipes_tokens(
     assert connection.access_token == ""
     assert connection.refresh_token == ""
     assert connection.expires_at is None
-    assert messages_of(response) == [(SUCCESS, "Disconnected 1 connection(s).")]
+    assert messages_of(response) == [(SUCCESS, "Disconnected 1 connection.")]
     assert connection.events.filter(kind=ConnectionEvent.Kind.DISCONNECTED).exists()
 
 

@@ -140,7 +140,7 @@ def test_rotate_token_action_rotates_with_a_success_message(
         "Basic",
         f"alice@acme.test:{PASSWORD}",
     )
-    assert messages_of(response) == [(SUCCESS, "Rotated the token of 1 connection(s).")]
+    assert messages_of(response) == [(SUCCESS, "Rotated the token of 1 connection.")]
     stored = Connection.objects.get(pk=custobar_connection.pk)
     assert stored.access_token == "rotated-token"
     assert list(stored.events.values_list("kind", flat=True)) == ["rotated"]
@@ -195,7 +195,7 @@ def test_rotate_token_action_on_a_mixed_selection_rotates_what_it_can(
 
     levels = sorted(level for level, _ in messages_of(response))
     assert levels == [SUCCESS, ERROR]
-    assert (SUCCESS, "Rotated the token of 1 connection(s).") in messages_of(response)
+    assert (SUCCESS, "Rotated the token of 1 connection.") in messages_of(response)
     assert Connection.objects.get(pk=custobar_connection.pk).access_token == "rotated-token"
     assert Connection.objects.get(pk=apicbase.pk).access_token == "access-token-1"
 

@@ -16,6 +16,7 @@ from django.utils.text import Truncator, smart_split, unescape_string_literal
 from django.utils.timesince import timeuntil
 from django.utils.timezone import localtime
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from .. import services
 from ..exceptions import OAuthConnectError
@@ -241,14 +242,28 @@ class ConnectionAdmin(ConnectionButtons):
 
         done = self._each(request, queryset, refresh)
         if done:
-            self.message_user(request, _("Refreshed %d connection(s).") % done, messages.SUCCESS)
+            self.message_user(
+                request,
+                ngettext(
+                    "Refreshed %(count)d connection.", "Refreshed %(count)d connections.", done
+                )
+                % {"count": done},
+                messages.SUCCESS,
+            )
 
     @admin.action(description=_("Rotate token"), permissions=["change"])
     def rotate_token(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
         done = self._each(request, queryset, services.rotate_token)
         if done:
             self.message_user(
-                request, _("Rotated the token of %d connection(s).") % done, messages.SUCCESS
+                request,
+                ngettext(
+                    "Rotated the token of %(count)d connection.",
+                    "Rotated the tokens of %(count)d connections.",
+                    done,
+                )
+                % {"count": done},
+                messages.SUCCESS,
             )
 
     @admin.action(
@@ -258,11 +273,14 @@ class ConnectionAdmin(ConnectionButtons):
         count = sum(services.forget_credentials(connection) for connection in queryset)
         self.message_user(
             request,
-            _(
-                "Forgot the kept password of %d connection(s). When their token stops working, "
-                "someone must reconnect."
+            ngettext(
+                "Forgot the kept password of %(count)d connection. When its token stops "
+                "working, someone must reconnect.",
+                "Forgot the kept passwords of %(count)d connections. When their tokens stop "
+                "working, someone must reconnect.",
+                count,
             )
-            % count,
+            % {"count": count},
             messages.SUCCESS,
         )
 
@@ -272,4 +290,11 @@ class ConnectionAdmin(ConnectionButtons):
         for connection in queryset:
             services.disconnect(connection)
             count += 1
-        self.message_user(request, _("Disconnected %d connection(s).") % count, messages.SUCCESS)
+        self.message_user(
+            request,
+            ngettext(
+                "Disconnected %(count)d connection.", "Disconnected %(count)d connections.", count
+            )
+            % {"count": count},
+            messages.SUCCESS,
+        )

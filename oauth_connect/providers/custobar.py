@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 
@@ -87,8 +88,12 @@ class CustobarProvider(Provider):
                 company = match.group("company")
                 return company, template.format(company=company)
         raise InvalidCredentials(
-            f"{value!r} is not a Custobar company: give its domain (acme.custobar.com), its "
-            f"name (acme) or its base URL ({template.format(company='acme')}).",
+            gettext(
+                # Translators: %(value)s is what was typed, quoted; %(example)s is a URL.
+                "%(value)s is not a Custobar company: give its domain (acme.custobar.com), its "
+                "name (acme) or its base URL (%(example)s)."
+            )
+            % {"value": repr(value), "example": template.format(company="acme")},
             field="company",
             provider=self.provider_id,
         )

@@ -183,12 +183,14 @@ def _single(params: QueryDict, name: str, *, required: bool = True) -> str:
     values = params.getlist(name)
     if len(values) > 1:
         raise AuthorizationError(
+            # Translators: %(name)s is an OAuth parameter, e.g. "code".
             _("The authorization response carried %(name)s more than once. Please start again.")
             % {"name": name}
         )
     value = values[0] if values else ""
     if len(value) > MAX_PARAM_LENGTH or not value.isprintable():
         raise AuthorizationError(
+            # Translators: %(name)s is an OAuth parameter, e.g. "code".
             _("The authorization response carried a malformed %(name)s. Please start again.")
             % {"name": name}
         )
@@ -201,6 +203,7 @@ def _single(params: QueryDict, name: str, *, required: bool = True) -> str:
                 )
             )
         raise AuthorizationError(
+            # Translators: %(name)s is an OAuth parameter, e.g. "code".
             _("The authorization response had no %(name)s. Please start again.") % {"name": name}
         )
     return value
@@ -254,6 +257,7 @@ def _denied(provider: OAuth2Provider, error: str, description: str) -> Authoriza
         )
     detail = f"{error}: {description[:200]}" if description else error
     return AuthorizationError(
+        # Translators: %(detail)s is the provider's own error code and description.
         _("%(provider)s reported an error (%(detail)s), so nothing was connected.")
         % {"provider": name, "detail": detail[:300]},
         provider=provider.provider_id,

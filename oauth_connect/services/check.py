@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import requests
+from django.utils.translation import gettext as _
 
 from ..exceptions import OAuthConnectError, ProviderError, UnsupportedOperation
 from ..models import Connection
@@ -23,7 +24,7 @@ def can_check(connection: Connection) -> bool:
 def check_connection(connection: Connection) -> str:
     """Test the connection with the provider's ``CHECK_PATH`` (a GET through
     ``connection.session()``) or, without one, its ``INTROSPECT_URL`` (RFC 7662). Returns a
-    sentence saying how it went.
+    sentence saying how it went, in the active language (the admin shows it).
 
     Either way the product's own rules apply: an expiring token is refreshed first, and a
     refused one is refreshed once and tried again, so a connection that passes works for the
@@ -36,10 +37,18 @@ def check_connection(connection: Connection) -> str:
     started = time.monotonic()
     if path:
         status = _get(connection, provider, str(path))
-        what = f"GET {path} answered HTTP {status}"
+        sentence = _(
+            # Translators: %(path)s is an API path and %(status)d an HTTP status code.
+            "%(provider)s accepted the token: GET %(path)s answered HTTP %(status)d (%(ms)d ms)."
+        )
+        values: dict[str, object] = {"path": path, "status": status}
     elif provider.settings.get("INTROSPECT_URL"):
         _introspect(connection, provider)
-        what = "its introspection endpoint calls the token active"
+        sentence = _(
+            "%(provider)s accepted the token: its introspection endpoint calls the token active "
+            "(%(ms)d ms)."
+        )
+        values = {}
     else:
         raise UnsupportedOperation(
             f"There is no cheap call to test {provider.display_name} with: set "
@@ -47,8 +56,8 @@ def check_connection(connection: Connection) -> str:
             'path that needs the token (e.g. "me/"), or its "INTROSPECT_URL".',
             connection=connection,
         )
-    elapsed_ms = (time.monotonic() - started) * 1000
-    return f"{provider.display_name} accepted the token: {what} ({elapsed_ms:.0f} ms)."
+    elapsed_ms = round((time.monotonic() - started) * 1000)
+    return sentence % {**values, "provider": provider.display_name, "ms": elapsed_ms}
 
 
 def _get(connection: Connection, provider: Provider, path: str) -> int:

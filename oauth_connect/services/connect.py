@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
 from .._internal.log import connection_fields, logger, provider_fields
@@ -53,7 +54,8 @@ def connect_with_credentials(
         grant = provider.connect_with_credentials(ProviderClient(provider_id), cleaned)
     except ReauthorizationRequired as err:
         raise InvalidCredentials(
-            f"{provider.display_name} did not accept these credentials. Check them and try again.",
+            _("%(provider)s did not accept these credentials. Check them and try again.")
+            % {"provider": provider.display_name},
             provider=provider_id,
         ) from err
     except ProviderError as err:
@@ -65,8 +67,11 @@ def connect_with_credentials(
             extra=provider_fields(provider_id, "connect_failed", tenant_id=tenant.pk),
         )
         raise AuthorizationError(
-            f"{provider.display_name} could not be reached or answered unexpectedly, so nothing "
-            "was connected. Please try again later.",
+            _(
+                "%(provider)s could not be reached or answered unexpectedly, so nothing was "
+                "connected. Please try again later."
+            )
+            % {"provider": provider.display_name},
             provider=provider_id,
         ) from err
     return save_grant(
@@ -148,7 +153,12 @@ def _validated(provider: Provider, credentials: dict[str, str]) -> dict[str, str
     unknown = sorted(set(credentials) - set(fields))
     if unknown:
         raise InvalidCredentials(
-            f"{provider.display_name} takes {', '.join(fields)}; not {', '.join(unknown)}.",
+            _("%(provider)s takes %(fields)s; not %(unknown)s.")
+            % {
+                "provider": provider.display_name,
+                "fields": ", ".join(fields),
+                "unknown": ", ".join(unknown),
+            },
             field=unknown[0],
             provider=provider.provider_id,
         )
@@ -159,7 +169,8 @@ def _validated(provider: Provider, credentials: dict[str, str]) -> dict[str, str
             value = value.strip()  # a password's spaces are part of it
         if field.required and not value:
             raise InvalidCredentials(
-                f"{field.label} is required to connect {provider.display_name}.",
+                _("%(field)s is required to connect %(provider)s.")
+                % {"field": field.label, "provider": provider.display_name},
                 field=name,
                 provider=provider.provider_id,
             )

@@ -104,7 +104,7 @@ def test_the_operator_refreshes_and_disconnects_from_the_admin(
     mark = site.mark("apicbase")
     run_action(page, apicbase, "Refresh now")
 
-    expect(page.get_by_text("Refreshed 1 connection(s).")).to_be_visible()
+    expect(page.get_by_text("Refreshed 1 connection.")).to_be_visible()
     expect(row(page, apicbase).get_by_text("Active", exact=True)).to_be_visible()
     assert site.issued_since("apicbase", mark) == 1
     refreshed = Connection.objects.get(pk=apicbase.pk)
@@ -125,7 +125,7 @@ def test_the_operator_refreshes_and_disconnects_from_the_admin(
     page.goto(CHANGELIST)
     run_action(page, apicbase, "Disconnect")
 
-    expect(page.get_by_text("Disconnected 1 connection(s).")).to_be_visible()
+    expect(page.get_by_text("Disconnected 1 connection.")).to_be_visible()
     expect(row(page, apicbase).get_by_text("Disconnected", exact=True)).to_be_visible()
     expect(row(page, connections["custobar"]).get_by_text("Active", exact=True)).to_be_visible()
     disconnected = Connection.objects.get(pk=apicbase.pk)

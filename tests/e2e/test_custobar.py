@@ -304,7 +304,7 @@ def test_the_admin_rotate_action_rotates_at_custobar(
     )
 
     assert page.status_code == 200
-    assert "Rotated the token of 1 connection(s)." in page.content.decode()
+    assert "Rotated the token of 1 connection." in page.content.decode()
     stored = Connection.objects.get(pk=connection.pk)
     assert stored.access_token == valid_token(user) != old
     assert customers_status(sandbox, f"Token {old}") == 401
