@@ -41,12 +41,18 @@ class _DecryptOnRead(DeferredAttribute):
         try:
             return crypto.decrypt(value)
         except crypto.UndecryptableValue as err:
-            model = type(instance)._meta.verbose_name
+            # Only a Connection is a connection: ClientCredentials has a provider field too.
+            is_connection = instance._meta.label == "oauth_connect.Connection"
+            remedy = (
+                "reconnect this connection to store new tokens"
+                if is_connection
+                else "enter this secret again in the admin"
+            )
             raise EncryptionKeyError(
-                f"Can't decrypt {self.field.name} of {model} #{instance.pk}: none of the keys in "
-                f"{crypto.KEYS_SETTING} matches. Put back the key it was encrypted with (keep it "
-                "after the current one), or reconnect this connection to store new secrets.",
-                connection=instance if hasattr(instance, "provider") else None,
+                f"Can't decrypt {self.field.name} of {instance._meta.verbose_name} "
+                f"#{instance.pk}: none of the keys in {crypto.KEYS_SETTING} matches. Put back the "
+                f"key it was encrypted with (keep it after the current one), or {remedy}.",
+                connection=instance if is_connection else None,
             ) from err
 
 

@@ -169,13 +169,57 @@ def test_disconnect_asks_first_then_revokes(
 
     confirmation = admin_client.get(url("disconnect", connection))
     assert confirmation.status_code == 200
-    assert "The tokens are revoked at Apicbase" in confirmation.content.decode()
+    assert "where Apicbase offers revocation, revoked there" in confirmation.content.decode()
     assert Connection.objects.get(pk=connection.pk).status == Status.ACTIVE
 
     response = press(admin_client, "disconnect", connection)
 
-    assert messages_of(response)[0][0] == SUCCESS
+    assert messages_of(response) == [
+        (SUCCESS, "Disconnected: the tokens are revoked and wiped; the history is kept.")
+    ]
     assert Connection.objects.get(pk=connection.pk).status == Status.DISCONNECTED
+
+
+@pytest.mark.parametrize("revocation", ["none offered", "refused"])
+def test_disconnect_says_so_when_the_provider_did_not_revoke(
+    admin_client: Any,
+    make_connection: Any,
+    http_mock: responses.RequestsMock,
+    settings: Any,
+    revocation: str,
+) -> None:
+    if revocation == "none offered":
+        settings.OAUTH_CONNECT["PROVIDERS"]["apicbase"]["REVOKE_URL"] = None
+    else:
+        http_mock.add(responses.POST, REVOKE_URL, status=503)
+    connection = make_connection()
+
+    response = press(admin_client, "disconnect", connection)
+
+    assert messages_of(response) == [
+        (
+            SUCCESS,
+            "Disconnected: the tokens are wiped here but were not revoked at the provider (the "
+            "event log says why); the history is kept.",
+        )
+    ]
+    assert Connection.objects.get(pk=connection.pk).access_token == ""
+
+
+def test_refresh_now_with_nothing_to_renew_with_says_so(
+    admin_client: Any, make_connection: Any, http_mock: responses.RequestsMock
+) -> None:
+    connection = custobar(make_connection)
+    Connection.objects.filter(pk=connection.pk).update(credentials="")  # password not kept
+
+    [(level, text)] = messages_of(press(admin_client, "refresh", connection))
+
+    assert (level, text) == (
+        SUCCESS,
+        "Not refreshed: this connection has nothing to renew its token with. The current token "
+        "still works; it expires never (no expiry given).",
+    )
+    assert len(http_mock.calls) == 0
 
 
 @pytest.mark.parametrize("button", ["refresh", "test", "rotate"])

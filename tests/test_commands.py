@@ -14,6 +14,7 @@ import pytest
 import responses
 import time_machine
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 from responses import matchers
 
 from example_project.tenants.models import Organisation
@@ -21,6 +22,8 @@ from oauth_connect.models import ClientCredentials, Connection, ConnectionEvent
 from oauth_connect.signals import connection_recovered, connection_refresh_failed
 from tests.conftest import (
     CLIENT_SECRET,
+    KEY,
+    OLD_KEY,
     TOKEN_URL,
     apicbase_settings,
     oauth_connect_settings,
@@ -191,7 +194,45 @@ def test_workers_must_be_positive(db: None) -> None:
         refresh_tokens("--workers", "0")
 
 
-# Filters and modes -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (
+            ["--provider", "apicbsae"],
+            r"--provider apicbsae: no such provider .*\(configured: apicbase",
+        ),
+        (["--tenant", "abc"], r"--tenant 'abc' is not a valid organisation primary key"),
+        (["--tenant", "999999"], r"--tenant 999999: there is no organisation with this primary"),
+    ],
+)
+def test_a_mistyped_filter_is_an_error_not_nothing_due(
+    option: list[str], message: str, make_connection: Callable[..., Connection]
+) -> None:
+    make_connection(expires_at=None)  # something to refresh, were the filter ignored
+
+    with pytest.raises(CommandError, match=message):
+        refresh_tokens(*option)
+
+
+def test_an_undecryptable_tenant_secret_is_reported_on_its_connection(
+    settings: Any, make_connection: Callable[..., Connection], organisation: Organisation
+) -> None:
+    settings.OAUTH_CONNECT["ENCRYPTION_KEYS"] = [OLD_KEY]
+    ClientCredentials.objects.create(
+        tenant=organisation, provider="apicbase", client_id="tenant-client", client_secret="s3"
+    )
+    settings.OAUTH_CONNECT["ENCRYPTION_KEYS"] = [KEY]
+    connection = make_connection(
+        client_id="tenant-client", expires_at=timezone.now() + timedelta(minutes=1)
+    )
+
+    code, out, _ = refresh_tokens("--json")
+
+    assert code == 1
+    [entry] = json.loads(out)["connections"]
+    assert (entry["connection_id"], entry["outcome"]) == (connection.pk, "failed")
+    assert entry["error"].startswith("Can't decrypt client_secret of client credentials #")
+    assert entry["error"].endswith("or enter this secret again in the admin.")
 
 
 def test_provider_filter(

@@ -77,10 +77,15 @@ class ConnectionButtons(ConnectionModelAdmin):
 
     def refresh_view(self, request: HttpRequest, object_id: str) -> HttpResponseBase:
         def refresh(connection: Connection) -> str:
-            services.refresh_connection(connection, force=True)
-            return str(_("Refreshed: the access token now expires %(when)s.")) % {
-                "when": _expiry_text(connection)
-            }
+            if services.refresh_connection(connection, force=True):
+                message = _("Refreshed: the access token now expires %(when)s.")
+            else:
+                # No refresh token and no kept password: there is nothing to renew it with.
+                message = _(
+                    "Not refreshed: this connection has nothing to renew its token with. The "
+                    "current token still works; it expires %(when)s."
+                )
+            return str(message) % {"when": _expiry_text(connection)}
 
         return self._button(request, object_id, refresh)
 
@@ -111,8 +116,16 @@ class ConnectionButtons(ConnectionModelAdmin):
             )
 
         def disconnect(connection: Connection) -> str:
-            services.disconnect(connection)
-            return str(_("Disconnected: the tokens are revoked and wiped; the history is kept."))
+            if services.disconnect(connection):
+                return str(
+                    _("Disconnected: the tokens are revoked and wiped; the history is kept.")
+                )
+            return str(
+                _(
+                    "Disconnected: the tokens are wiped here but were not revoked at the provider "
+                    "(the event log says why); the history is kept."
+                )
+            )
 
         return self._button(request, object_id, disconnect)
 

@@ -16,6 +16,7 @@ from typing import Any
 from django.http import HttpRequest, QueryDict
 from django.urls import reverse
 from django.utils.translation import gettext as _
+from django.views.decorators.debug import sensitive_variables
 
 from .. import conf
 from .._internal.log import logger, provider_fields
@@ -72,6 +73,7 @@ def oauth2_provider(provider_id: str) -> OAuth2Provider:
     return provider
 
 
+@sensitive_variables()  # the PKCE verifier
 def start_authorization(
     request: HttpRequest, provider_id: str, tenant: Any, *, label: str = "", next_url: str = ""
 ) -> str:
@@ -103,6 +105,7 @@ def start_authorization(
     )
 
 
+@sensitive_variables()  # the code, the PKCE verifier and the tokens
 def complete_authorization(
     request: HttpRequest, provider_id: str, tenant: Any, params: QueryDict
 ) -> AuthorizationResult:

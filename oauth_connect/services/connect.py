@@ -142,7 +142,7 @@ def save_grant(
         if replaced is not None:
             # The grant this one replaces would otherwise stay valid at the provider, out of
             # reach of any later disconnect.
-            note = f"{note} Previous grant: {revoke_at_provider(replaced)}".strip()
+            note = f"{note} Previous grant: {revoke_at_provider(replaced).note}".strip()
         record_event(current, ConnectionEvent.Kind.CONNECTED, note)
     return current
 

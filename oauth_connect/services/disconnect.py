@@ -8,16 +8,17 @@ from .locking import locked_connection
 from .revoke import revoke_at_provider
 
 
-def disconnect(connection: Connection) -> None:
+def disconnect(connection: Connection) -> bool:
     """Revoke ``connection``'s tokens at the provider (best effort: a failure is recorded in the
     event log but doesn't stop the disconnect), then wipe them and mark it ``disconnected``.
-    ``connection`` is updated in place."""
+    Returns whether the provider revoked them. ``connection`` is updated in place."""
+    revoked = False
     with locked_connection(connection.pk) as current:
         if current.status == Connection.Status.DISCONNECTED:
             note = "Already disconnected."
         else:
-            note = revoke_at_provider(current)
-            if not note.startswith("Tokens revoked"):
+            revoked, note = revoke_at_provider(current)
+            if not revoked:
                 note += " Tokens wiped here anyway."
         current.access_token = ""
         current.refresh_token = ""
@@ -33,3 +34,4 @@ def disconnect(connection: Connection) -> None:
         record_event(current, ConnectionEvent.Kind.DISCONNECTED, note)
     for field in Connection._meta.concrete_fields:
         setattr(connection, field.attname, getattr(current, field.attname))
+    return revoked

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from django.db import transaction
+from django.dispatch import Signal
 
 from .._internal.log import connection_fields, logger
 from ..models import Connection, ConnectionEvent
@@ -43,6 +44,21 @@ def announce_event(event: ConnectionEvent, **signal_kwargs: Any) -> None:
         extra=connection_fields(connection, event.kind),
     )
     signal = BY_EVENT_KIND[event.kind]
-    transaction.on_commit(
-        lambda: signal.send(Connection, connection=connection, event=event, **signal_kwargs)
-    )
+    transaction.on_commit(lambda: _send(signal, event, **signal_kwargs))
+
+
+def _send(signal: Signal, event: ConnectionEvent, **signal_kwargs: Any) -> None:
+    """Every receiver runs even if one raises. A receiver's failure is logged, never raised: the
+    change is committed by now, and the caller's refresh or API call must not fail for it."""
+    connection = event.connection
+    replies = signal.send_robust(Connection, connection=connection, event=event, **signal_kwargs)
+    for receiver, reply in replies:
+        if isinstance(reply, Exception):
+            logger.error(
+                "%s: a receiver of the %s signal failed: %s",
+                connection,
+                event.kind,
+                getattr(receiver, "__qualname__", receiver),
+                exc_info=reply,
+                extra=connection_fields(connection, "signal_receiver_failed"),
+            )

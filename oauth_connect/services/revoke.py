@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from .._internal.log import connection_fields, logger
 from ..exceptions import EncryptionKeyError, OAuthConnectError
 from ..models import Connection
@@ -10,21 +12,26 @@ from ..providers.client import ProviderClient
 from .credentials import oauth_client_for
 
 
-def revoke_at_provider(connection: Connection) -> str:
-    """Ask the provider to revoke ``connection``'s tokens; return what happened, in words for
-    the event log. Never raises for a provider or key failure: revocation is a courtesy that
-    must not stop a disconnect or a reconnect."""
+class Revocation(NamedTuple):
+    revoked: bool
+    note: str  # what happened, in words for the event log
+
+
+def revoke_at_provider(connection: Connection) -> Revocation:
+    """Ask the provider to revoke ``connection``'s tokens, and say whether it did. Never raises
+    for a provider or key failure: revocation is a courtesy that must not stop a disconnect or
+    a reconnect."""
     try:
         if not (connection.access_token or connection.refresh_token):
-            return "No tokens to revoke."
+            return Revocation(False, "No tokens to revoke.")
         provider = connection.get_provider()
         oauth_client = oauth_client_for(
             provider, connection.tenant_id, issued_to=connection.client_id
         )
         client = ProviderClient(provider.provider_id, connection=connection)
         if provider.revoke(client, connection, oauth_client):
-            return f"Tokens revoked at {provider.display_name}."
-        return f"{provider.display_name} offers no revocation."
+            return Revocation(True, f"Tokens revoked at {provider.display_name}.")
+        return Revocation(False, f"{provider.display_name} offers no revocation.")
     except OAuthConnectError as err:
         logger.warning(
             "%s: revocation failed: %s",
@@ -32,7 +39,7 @@ def revoke_at_provider(connection: Connection) -> str:
             err.detail,
             extra=connection_fields(connection, "revocation_failed"),
         )
-        return f"Revocation failed ({err.detail})."
+        return Revocation(False, f"Revocation failed ({err.detail}).")
 
 
 def previous_grant(connection: Connection, replaced_by: TokenSet) -> Connection | None:

@@ -165,7 +165,7 @@ def test_the_operator_sees_what_needs_attention_and_uses_the_connection_buttons(
     assert site.issued_since("apicbase", mark) == 1
 
     page.get_by_role("link", name="Disconnect", exact=True).click()
-    expect(page.get_by_text("The tokens are revoked at Apicbase")).to_be_visible()
+    expect(page.get_by_text("where Apicbase offers revocation, revoked there")).to_be_visible()
     page.get_by_role("button", name="Yes, disconnect").click()
     expect(page.get_by_text(re.compile("Disconnected: the tokens are revoked"))).to_be_visible()
     assert Connection.objects.get(pk=connections["apicbase"].pk).status == "disconnected"

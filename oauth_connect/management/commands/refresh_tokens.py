@@ -7,9 +7,13 @@ from argparse import ArgumentParser, ArgumentTypeError
 from datetime import timedelta
 from typing import Any
 
+from django.apps import apps
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from ... import conf
 from ..._internal.durations import parse_duration
+from ...providers import registry
 from ...services.bulk import RefreshResult, refresh_due_connections
 
 
@@ -18,6 +22,28 @@ def _duration(text: str) -> timedelta:
         return parse_duration(text)
     except ValueError as err:
         raise ArgumentTypeError(str(err)) from err
+
+
+def _check_providers(provider_ids: list[str] | None) -> None:
+    # A typo would otherwise find nothing due, which looks like success.
+    unknown = [pid for pid in provider_ids or [] if not registry.is_configured(pid)]
+    if unknown:
+        configured = ", ".join(registry.configured_ids()) or "none"
+        raise CommandError(
+            f"--provider {', '.join(unknown)}: no such provider in OAUTH_CONNECT['PROVIDERS'] "
+            f"(configured: {configured})."
+        )
+
+
+def _check_tenant(value: str) -> None:
+    tenant_model = apps.get_model(conf.tenant_model_label())
+    name = tenant_model._meta.verbose_name
+    try:
+        pk = tenant_model._meta.pk.to_python(value)
+    except ValidationError:
+        raise CommandError(f"--tenant {value!r} is not a valid {name} primary key.") from None
+    if not tenant_model._default_manager.filter(pk=pk).exists():
+        raise CommandError(f"--tenant {value}: there is no {name} with this primary key.")
 
 
 class Command(BaseCommand):
@@ -57,6 +83,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["workers"] < 1:
             raise CommandError("--workers must be 1 or more.")
+        _check_providers(options["providers"])
+        if options["tenant"] is not None:
+            _check_tenant(options["tenant"])
         as_json = options["as_json"]
         per_line = not as_json and options["verbosity"] >= 1
 
