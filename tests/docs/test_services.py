@@ -257,9 +257,9 @@ def test_sync_recipes_task_gives_up_on_reauthorization_and_retries_provider_erro
 
 
 def documented_signature(name: str) -> str:
-    """The ``name(...)`` signature as the page writes it first, whitespace normalised."""
+    """The ``name(...) -> T`` signature as the page writes it first, whitespace normalised."""
     text = " ".join(PAGE.split())
-    match = re.search(rf"`{name}(\([^`]*\))(?: -> [^`]+)?`", text)
+    match = re.search(rf"`{name}(\([^`]*\)(?: -> [^`]+)?)`", text)
     assert match, f"docs/services.md gives no signature for {name}"
     return match.group(1).replace("( ", "(").replace(" )", ")")
 
@@ -278,7 +278,8 @@ def code_signature(function: Callable[..., Any]) -> str:
             parameters.append(parameter.name)
         else:
             parameters.append(f"{parameter.name}={parameter.default!r}")
-    return f"({', '.join(parameters).replace(chr(39), chr(34))})"
+    returns = inspect.signature(function).return_annotation
+    return f"({', '.join(parameters).replace(chr(39), chr(34))}) -> {returns}"
 
 
 @pytest.mark.parametrize("name", services.__all__)
