@@ -28,9 +28,7 @@ class UndecryptableValue(Exception):
 def _fernet_for(keys: tuple[str, ...]) -> MultiFernet:
     # Keyed by the keys themselves, so override_settings with other keys gets another MultiFernet.
     if not keys:
-        raise ConfigurationError(
-            f"{KEYS_SETTING} is empty: add a key made with `{KEYGEN}`."
-        )
+        raise ConfigurationError(f"{KEYS_SETTING} is empty: add a key made with `{KEYGEN}`.")
     try:
         return MultiFernet([Fernet(key) for key in keys])
     except (ValueError, TypeError) as err:
