@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 import responses
-from django.contrib.messages import ERROR, SUCCESS
+from django.contrib.messages import ERROR, INFO, SUCCESS
 from django.urls import reverse
 from django.utils import timezone
 
 from example_project.tenants.models import Organisation
+from oauth_connect.admin.buttons import refresh_outcome
 from oauth_connect.models import Connection
 from tests.conftest import API_URL, REVOKE_URL, TOKEN_URL, token_body
 
@@ -204,6 +205,40 @@ def test_disconnect_says_so_when_the_provider_did_not_revoke(
         )
     ]
     assert Connection.objects.get(pk=connection.pk).access_token == ""
+
+
+def test_the_refresh_action_counts_only_what_it_refreshed(
+    admin_client: Any, make_connection: Any, http_mock: responses.RequestsMock, frozen_now: Any
+) -> None:
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(2))
+    renewable = make_connection(label="renewable")
+    stuck = make_connection(label="stuck", refresh_token="")
+
+    response = admin_client.post(
+        reverse("admin:oauth_connect_connection_changelist"),
+        {"action": "refresh_now", "_selected_action": [renewable.pk, stuck.pk]},
+        follow=True,
+    )
+
+    assert sorted(messages_of(response)) == [
+        (
+            INFO,
+            f"{stuck}: Not refreshed: this connection has nothing to renew its token with. The "
+            "current token still works; it expires in 1\xa0hour.",
+        ),
+        (SUCCESS, "Refreshed 1 connection."),
+    ]
+
+
+def test_refresh_outcome_tells_renewed_elsewhere_from_nothing_to_renew_with(
+    make_connection: Any,
+) -> None:
+    # refresh_connection() returns False in both cases; the admin must not say the same thing.
+    renewed_elsewhere = refresh_outcome(make_connection(label="a"), refreshed=False)
+    nothing_to_renew_with = refresh_outcome(make_connection(label="b", refresh_token=""), False)
+
+    assert renewed_elsewhere.startswith("Already refreshed: another process renewed the token")
+    assert nothing_to_renew_with.startswith("Not refreshed: this connection has nothing")
 
 
 def test_refresh_now_with_nothing_to_renew_with_says_so(

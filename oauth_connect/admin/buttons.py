@@ -77,15 +77,8 @@ class ConnectionButtons(ConnectionModelAdmin):
 
     def refresh_view(self, request: HttpRequest, object_id: str) -> HttpResponseBase:
         def refresh(connection: Connection) -> str:
-            if services.refresh_connection(connection, force=True):
-                message = _("Refreshed: the access token now expires %(when)s.")
-            else:
-                # No refresh token and no kept password: there is nothing to renew it with.
-                message = _(
-                    "Not refreshed: this connection has nothing to renew its token with. The "
-                    "current token still works; it expires %(when)s."
-                )
-            return str(message) % {"when": _expiry_text(connection)}
+            refreshed = services.refresh_connection(connection, force=True)
+            return refresh_outcome(connection, refreshed)
 
         return self._button(request, object_id, refresh)
 
@@ -128,6 +121,24 @@ class ConnectionButtons(ConnectionModelAdmin):
             )
 
         return self._button(request, object_id, disconnect)
+
+
+def refresh_outcome(connection: Connection, refreshed: bool) -> str:
+    """What a forced refresh did, in words: ``refresh_connection`` returns False both when there
+    is nothing to renew the token with and when another process had just renewed it."""
+    if refreshed:
+        message = _("Refreshed: the access token now expires %(when)s.")
+    elif connection.get_provider().can_refresh(connection):
+        message = _(
+            "Already refreshed: another process renewed the token a moment ago; it now expires "
+            "%(when)s."
+        )
+    else:
+        message = _(
+            "Not refreshed: this connection has nothing to renew its token with. The current "
+            "token still works; it expires %(when)s."
+        )
+    return str(message) % {"when": _expiry_text(connection)}
 
 
 def _can_check(connection: Connection) -> bool:

@@ -21,7 +21,7 @@ from django.utils.translation import ngettext
 from .. import services
 from ..exceptions import OAuthConnectError
 from ..models import Connection
-from .buttons import ConnectionButtons
+from .buttons import ConnectionButtons, refresh_outcome
 from .filters import (
     IN_USE,
     ExpiringSoonFilter,
@@ -40,6 +40,10 @@ STATUS_COLOURS: dict[str, str] = {
 
 # A connection refreshed hourly logs hundreds of events a month: its page shows the latest.
 EVENTS_SHOWN = 50
+
+
+class _NotDone(Exception):
+    """A bulk action's step that did nothing, and has said so: not counted as done."""
 
 
 @admin.register(Connection)
@@ -233,12 +237,19 @@ class ConnectionAdmin(ConnectionButtons):
                 done += 1
             except OAuthConnectError as err:
                 self.message_user(request, str(err), messages.ERROR)
+            except _NotDone:
+                pass  # ``act`` has said why
         return done
 
     @admin.action(description=_("Refresh now"), permissions=["change"])
     def refresh_now(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
         def refresh(connection: Connection) -> None:
-            services.refresh_connection(connection, force=True)
+            if not services.refresh_connection(connection, force=True):
+                # Said one by one: "nothing to renew with" and "renewed elsewhere" differ.
+                self.message_user(
+                    request, f"{connection}: {refresh_outcome(connection, False)}", messages.INFO
+                )
+                raise _NotDone
 
         done = self._each(request, queryset, refresh)
         if done:

@@ -163,9 +163,10 @@ class ProviderClient:
         secrets: list[str],
         retry_after: float | None,
     ) -> ProviderError:
-        code = str(body.get("error") or "").strip()[:100] or None
+        # Redact before cutting: a cut through a secret would leave its start unmasked.
+        code = redact(str(body.get("error") or "").strip(), secrets)[:100] or None
         description = str(body.get("error_description") or body.get("message") or "")
-        description = redact(description[:MAX_DESCRIPTION], secrets)
+        description = redact(description, secrets)[:MAX_DESCRIPTION]
         said = f"{code}: {description}" if code and description else (code or description)
         said = f" ({said})" if said else ""
         kwargs = {"status_code": status, "error_code": code, "retry_after": retry_after}

@@ -49,16 +49,20 @@ def announce_event(event: ConnectionEvent, **signal_kwargs: Any) -> None:
 
 def _send(signal: Signal, event: ConnectionEvent, **signal_kwargs: Any) -> None:
     """Every receiver runs even if one raises. A receiver's failure is logged, never raised: the
-    change is committed by now, and the caller's refresh or API call must not fail for it."""
+    change is committed by now, and the caller's refresh or API call must not fail for it.
+
+    Our line names the receiver and the exception's type only: the receiver is the host's code,
+    and its exception's text may hold anything. Django's ``django.dispatch`` logger already
+    records the traceback."""
     connection = event.connection
     replies = signal.send_robust(Connection, connection=connection, event=event, **signal_kwargs)
     for receiver, reply in replies:
         if isinstance(reply, Exception):
             logger.error(
-                "%s: a receiver of the %s signal failed: %s",
+                "%s: %s, a receiver of connection_%s, raised %s",
                 connection,
+                getattr(receiver, "__qualname__", repr(receiver)),
                 event.kind,
-                getattr(receiver, "__qualname__", receiver),
-                exc_info=reply,
+                type(reply).__name__,
                 extra=connection_fields(connection, "signal_receiver_failed"),
             )

@@ -436,3 +436,18 @@ def test_a_new_refresh_token_replaces_the_old_expiry_even_when_unknown(
     refresh_connection(expired_connection)
     # The old token's date says nothing about the new one: unknown, so it is always tried.
     assert Connection.objects.get(pk=expired_connection.pk).refresh_expires_at is None
+
+
+@pytest.mark.django_db
+def test_a_secret_straddling_the_length_cut_is_masked_whole(
+    http_mock: responses.RequestsMock, expired_connection: Connection
+) -> None:
+    # The description is cut to 300 characters; a secret across the cut must not leave its start.
+    message = "x" * 290 + " refresh-token-1 is not known"
+    http_mock.add(responses.POST, REFRESH_URL, json={"success": False, "message": message})
+
+    with pytest.raises(ProviderError) as info:
+        refresh_connection(expired_connection)
+
+    assert "refresh-t" not in str(info.value)
+    assert "refresh-t" not in Connection.objects.get(pk=expired_connection.pk).last_error

@@ -44,5 +44,9 @@ def test_a_raising_receiver_is_logged_and_the_api_call_goes_on(
     assert [name for name, _ in received] == ["refreshed"]  # the other receivers still ran
     [record] = [r for r in caplog.records if getattr(r, "event", "") == "signal_receiver_failed"]
     assert record.levelname == "ERROR"
-    assert "notify_billing" in record.getMessage()
-    assert record.exc_info is not None and str(record.exc_info[1]) == "billing is down"
+    assert record.getMessage().endswith(
+        "notify_billing, a receiver of connection_refreshed, raised RuntimeError"
+    )
+    assert record.exc_info is None  # the receiver's text may hold anything: only its type
+    # Django logs the traceback on its own logger, for the receiver's author.
+    assert any(r.name == "django.dispatch" and r.exc_info for r in caplog.records)

@@ -42,7 +42,11 @@ def _check_tenant(value: str) -> None:
         pk = tenant_model._meta.pk.to_python(value)
     except ValidationError:
         raise CommandError(f"--tenant {value!r} is not a valid {name} primary key.") from None
-    if not tenant_model._default_manager.filter(pk=pk).exists():
+    try:
+        exists = tenant_model._default_manager.filter(pk=pk).exists()
+    except OverflowError:  # SQLite: an integer beyond 64 bits
+        exists = False
+    if not exists:
         raise CommandError(f"--tenant {value}: there is no {name} with this primary key.")
 
 
