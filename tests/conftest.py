@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -16,9 +17,11 @@ import responses as responses_lib
 import time_machine
 from cryptography.fernet import Fernet
 from django.contrib.auth import get_user_model
+from django.db.models.signals import post_save
 from django.utils import timezone
 
 from example_project.tenants.models import Organisation
+from oauth_connect.fields import Ciphertext, EncryptedTextField
 from oauth_connect.models import Connection
 
 KEY = Fernet.generate_key().decode()
@@ -83,11 +86,21 @@ SECRET_SHAPES = re.compile(
 
 
 class _LogLineChecker(logging.Handler):
-    """Collects each ``oauth_connect`` record that lacks its structured fields or shows a secret."""
+    """Collects each ``oauth_connect`` record that lacks its structured fields or shows a secret:
+    one shaped like the fixtures' secrets, or any secret value stored during the test."""
 
     def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)
         self.problems: list[str] = []
+        self.secrets: set[str] = set()
+
+    def remember_secrets(self, sender: Any, instance: Any, **kwargs: Any) -> None:
+        """A ``post_save`` receiver: every token, password and client secret stored is one."""
+        for field in instance._meta.concrete_fields:
+            if isinstance(field, EncryptedTextField):
+                value = instance.__dict__.get(field.attname)
+                if isinstance(value, str) and not isinstance(value, Ciphertext):
+                    self.secrets.update(_secret_parts(value))
 
     def emit(self, record: logging.LogRecord) -> None:
         # Lines about many connections at once (a crashed worker, a Celery fan-out) name none.
@@ -96,8 +109,22 @@ class _LogLineChecker(logging.Handler):
         missing = [name for name in needed if not hasattr(record, name)]
         if missing:
             self.problems.append(f"{record.getMessage()!r} lacks extra={missing}")
-        if SECRET_SHAPES.search(record.getMessage() + repr(vars(record))):
+        text = record.getMessage() + repr(vars(record))
+        if record.exc_info:  # the traceback a handler would print, causes included
+            text += logging.Formatter().formatException(record.exc_info)
+        if SECRET_SHAPES.search(text) or any(secret in text for secret in self.secrets):
             self.problems.append(f"{record.getMessage()!r} shows a secret")
+
+
+def _secret_parts(value: str) -> list[str]:
+    """The secret strings in a stored value: itself, or a kept-credentials JSON's values. Short
+    ones ("pw") would match ordinary words."""
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = value
+    parts = parsed.values() if isinstance(parsed, dict) else [parsed]
+    return [str(part) for part in parts if isinstance(part, str) and len(part) >= 8]
 
 
 @pytest.fixture(autouse=True)
@@ -106,11 +133,16 @@ def log_lines_are_structured_and_secret_free() -> Iterator[None]:
     each line carries ``event`` and ``provider`` in ``extra`` and never a token or secret."""
     checker = _LogLineChecker()
     oauth_logger = logging.getLogger("oauth_connect")
+    level = oauth_logger.level
+    oauth_logger.setLevel(logging.DEBUG)  # whatever the project's LOGGING says: check every line
     oauth_logger.addHandler(checker)
+    post_save.connect(checker.remember_secrets, weak=False)
     try:
         yield
     finally:
+        post_save.disconnect(checker.remember_secrets)
         oauth_logger.removeHandler(checker)
+        oauth_logger.setLevel(level)
     assert not checker.problems, checker.problems
 
 
