@@ -147,6 +147,18 @@ def log_lines_are_structured_and_secret_free() -> Iterator[None]:
 
 
 @pytest.fixture
+def eager_celery() -> Iterator[Any]:
+    """The example project's Celery app, running tasks in this process when sent (no broker)
+    and raising their errors; yields the app."""
+    from example_project.celery import app
+
+    saved = app.conf.task_always_eager, app.conf.task_eager_propagates
+    app.conf.task_always_eager = app.conf.task_eager_propagates = True
+    yield app
+    app.conf.task_always_eager, app.conf.task_eager_propagates = saved
+
+
+@pytest.fixture
 def credential_providers(settings: Any) -> None:
     """Apicbase, and the fake Custobar and TeleTracker of the credential-provider tests."""
     settings.OAUTH_CONNECT = oauth_connect_settings(

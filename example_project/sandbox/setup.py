@@ -13,16 +13,30 @@ def register_sandbox_clients(site_url: str) -> list[Application]:
     for provider_id, options in settings.OAUTH_CONNECT["PROVIDERS"].items():
         if "/sandbox/" not in options.get("TOKEN_URL", ""):
             continue
-        application, _ = Application.objects.get_or_create(
-            client_id=options["CLIENT_ID"],
-            defaults={"name": f"{provider_id} sandbox client"},
+        applications.append(
+            register_client(
+                f"{provider_id} sandbox client",
+                options["CLIENT_ID"],
+                options["CLIENT_SECRET"],
+                f"{site_url}/connections/{provider_id}/callback/",
+            )
         )
-        application.name = f"{provider_id} sandbox client"
-        application.client_secret = options["CLIENT_SECRET"]
-        application.client_type = Application.CLIENT_CONFIDENTIAL
-        application.authorization_grant_type = Application.GRANT_AUTHORIZATION_CODE
-        application.redirect_uris = f"{site_url}/connections/{provider_id}/callback/"
-        application.algorithm = ""
-        application.save()
-        applications.append(application)
     return applications
+
+
+def register_client(
+    name: str, client_id: str, client_secret: str, redirect_uri: str
+) -> Application:
+    """Create or update one confidential authorization-code client at the sandbox."""
+    application, _ = Application.objects.update_or_create(
+        client_id=client_id,
+        defaults={
+            "name": name,
+            "client_secret": client_secret,
+            "client_type": Application.CLIENT_CONFIDENTIAL,
+            "authorization_grant_type": Application.GRANT_AUTHORIZATION_CODE,
+            "redirect_uris": redirect_uri,
+            "algorithm": "",
+        },
+    )
+    return application

@@ -42,10 +42,6 @@ STATUS_COLOURS: dict[str, str] = {
 EVENTS_SHOWN = 50
 
 
-class _NotDone(Exception):
-    """A bulk action's step that did nothing, and has said so: not counted as done."""
-
-
 @admin.register(Connection)
 class ConnectionAdmin(ConnectionButtons):
     list_display = [
@@ -229,27 +225,27 @@ class ConnectionAdmin(ConnectionButtons):
     def _each(
         self, request: HttpRequest, queryset: QuerySet[Connection], act: Callable[[Connection], Any]
     ) -> int:
-        """``act`` on each connection; each failure is an error message. Returns the successes."""
+        """``act`` on each connection; each failure is an error message. Returns the successes:
+        a step that returns False did nothing (and has said why)."""
         done = 0
         for connection in queryset:
             try:
-                act(connection)
-                done += 1
+                if act(connection) is not False:
+                    done += 1
             except OAuthConnectError as err:
                 self.message_user(request, str(err), messages.ERROR)
-            except _NotDone:
-                pass  # ``act`` has said why
         return done
 
     @admin.action(description=_("Refresh now"), permissions=["change"])
     def refresh_now(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
-        def refresh(connection: Connection) -> None:
-            if not services.refresh_connection(connection, force=True):
+        def refresh(connection: Connection) -> bool:
+            refreshed = services.refresh_connection(connection, force=True)
+            if not refreshed:
                 # Said one by one: "nothing to renew with" and "renewed elsewhere" differ.
                 self.message_user(
                     request, f"{connection}: {refresh_outcome(connection, False)}", messages.INFO
                 )
-                raise _NotDone
+            return refreshed
 
         done = self._each(request, queryset, refresh)
         if done:

@@ -50,16 +50,6 @@ DAY = 24 * 3600
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def eager() -> Iterator[None]:
-    """Tasks run in this process when sent, errors raised (``task_always_eager``)."""
-    conf = celery_app.conf
-    saved = conf.task_always_eager, conf.task_eager_propagates
-    conf.task_always_eager = conf.task_eager_propagates = True
-    yield
-    conf.task_always_eager, conf.task_eager_propagates = saved
-
-
 def minutes(n: float) -> datetime:
     return timezone.now() + timedelta(minutes=n)
 
@@ -76,7 +66,7 @@ def test_tasks_have_stable_names_for_beat_schedules() -> None:
 
 @pytest.mark.django_db
 def test_refresh_task_refreshes_a_due_connection(
-    eager: None, http_mock: responses.RequestsMock, make_connection: Any, organisation: Any
+    eager_celery: Any, http_mock: responses.RequestsMock, make_connection: Any, organisation: Any
 ) -> None:
     http_mock.add(responses.POST, TOKEN_URL, json=token_body(2))
     connection = make_connection(label="kitchen", expires_at=minutes(10))
@@ -110,7 +100,10 @@ def test_refresh_task_refreshes_a_due_connection(
 )
 @pytest.mark.django_db
 def test_refresh_task_skips_a_connection_no_longer_due_without_calling_anyone(
-    eager: None, http_mock: responses.RequestsMock, make_connection: Any, fields: dict[str, Any]
+    eager_celery: Any,
+    http_mock: responses.RequestsMock,
+    make_connection: Any,
+    fields: dict[str, Any],
 ) -> None:
     fan_out_started = minutes(-1).isoformat()
     # Times are given from now.
@@ -127,7 +120,7 @@ def test_refresh_task_skips_a_connection_no_longer_due_without_calling_anyone(
 
 
 @pytest.mark.django_db
-def test_refresh_task_skips_a_deleted_connection(eager: None) -> None:
+def test_refresh_task_skips_a_deleted_connection(eager_celery: Any) -> None:
     result = refresh_connection_task.delay(123456).get()
     assert (result["connection_id"], result["outcome"]) == (123456, "skipped")
 
@@ -143,7 +136,7 @@ def test_refresh_task_skips_a_deleted_connection(eager: None) -> None:
 )
 @pytest.mark.django_db
 def test_refresh_task_reports_a_provider_failure_and_leaves_the_retry_to_the_backoff(
-    eager: None,
+    eager_celery: Any,
     http_mock: responses.RequestsMock,
     make_connection: Any,
     answer: dict[str, Any],
@@ -292,7 +285,7 @@ def test_fan_out_rejects_arguments_that_would_do_the_wrong_thing(
 
 @pytest.mark.django_db
 def test_fan_outs_in_a_row_refresh_each_connection_once(
-    eager: None, http_mock: responses.RequestsMock, make_connection: Any
+    eager_celery: Any, http_mock: responses.RequestsMock, make_connection: Any
 ) -> None:
     http_mock.add(responses.POST, TOKEN_URL, json=token_body(2))
     http_mock.add(responses.POST, TOKEN_URL, json=token_body(3))

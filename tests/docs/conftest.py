@@ -7,6 +7,9 @@ import pytest
 
 from tests.docs.harness import PageRun, run_page
 
+# The live sandbox (and a person logged in to it) that the pages' samples talk to.
+from tests.e2e.conftest import browser, sandbox  # noqa: F401
+
 
 @pytest.fixture
 def run_docs_page(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[..., PageRun]:

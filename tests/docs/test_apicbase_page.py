@@ -13,8 +13,8 @@ import pytest
 import requests
 import time_machine
 from django.utils import timezone
-from oauth2_provider.models import Application
 
+from example_project.sandbox.setup import register_client
 from oauth_connect.models import Connection, ConnectionEvent
 from oauth_connect.providers import OAuthClient
 from oauth_connect.providers.apicbase import ApicbaseProvider
@@ -26,14 +26,7 @@ from tests.docs.provider_pages import (
     page_says,
     point_samples_at,
 )
-from tests.e2e.conftest import (  # noqa: F401
-    CLIENTS,
-    Sandbox,
-    browser,
-    event_kinds,
-    hidden_inputs,
-    sandbox,
-)
+from tests.e2e.conftest import CLIENTS, Sandbox, event_kinds, hidden_inputs
 from tests.e2e.test_sandbox_flow import spend_behind_our_back
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -46,22 +39,15 @@ OWN_CLIENT = ("library-owner-client", "library-owner-secret")
 
 def register_own_client_at(server: Sandbox) -> None:
     """Apicbase issued the library owner a client of their own."""
-    client_id, client_secret = OWN_CLIENT
-    Application.objects.create(
-        name="library owner's client",
-        client_id=client_id,
-        client_secret=client_secret,
-        client_type=Application.CLIENT_CONFIDENTIAL,
-        authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
-        redirect_uris=server.absolute("/connections/apicbase/callback/"),
-        algorithm="",
+    register_client(
+        "library owner's client", *OWN_CLIENT, server.absolute("/connections/apicbase/callback/")
     )
 
 
 @pytest.fixture
 def connected(
-    sandbox: Sandbox,  # noqa: F811
-    browser: requests.Session,  # noqa: F811
+    sandbox: Sandbox,
+    browser: requests.Session,
     organisation: Any,
 ) -> Connection:
     """The tenant clicked the page's link and connected Apicbase as "production"."""
@@ -74,7 +60,7 @@ def connected(
 @pytest.fixture
 def page(
     run_docs_page: Callable[..., Any],
-    sandbox: Sandbox,  # noqa: F811
+    sandbox: Sandbox,
     connected: Connection,
     organisation: Any,
     monkeypatch: pytest.MonkeyPatch,
@@ -125,8 +111,8 @@ def test_check_connection_prints_what_the_page_shows(
 
 def test_a_tenants_own_client_serves_new_token_sets_only(
     page: Any,
-    sandbox: Sandbox,  # noqa: F811
-    browser: requests.Session,  # noqa: F811
+    sandbox: Sandbox,
+    browser: requests.Session,
     connected: Connection,
     organisation: Any,
 ) -> None:
@@ -145,8 +131,8 @@ def test_a_tenants_own_client_serves_new_token_sets_only(
 def test_a_refused_refresh_token_means_reconnect(
     received: list[tuple[str, dict[str, Any]]],
     page: Any,
-    sandbox: Sandbox,  # noqa: F811
-    browser: requests.Session,  # noqa: F811
+    sandbox: Sandbox,
+    browser: requests.Session,
     connected: Connection,
 ) -> None:
     spend_behind_our_back(sandbox, connected)  # a script refreshed with our refresh token
@@ -184,8 +170,8 @@ def test_without_a_revoke_url_disconnect_only_wipes_the_tokens(
 
 def test_what_a_person_reads_when_connecting_fails(
     page: Any,
-    sandbox: Sandbox,  # noqa: F811
-    browser: requests.Session,  # noqa: F811
+    sandbox: Sandbox,
+    browser: requests.Session,
 ) -> None:
     declined = sandbox.connect(browser, "apicbase", label="declined", allow=False)
     said = "Access to Apicbase was declined, so nothing was connected."

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from io import StringIO
 from typing import Any
@@ -168,17 +168,6 @@ def stored_tokens(pk: int) -> tuple[str, str]:
             "SELECT access_token, refresh_token FROM oauth_connect_connection WHERE id = %s", [pk]
         )
         return cursor.fetchone()
-
-
-@pytest.fixture
-def eager_celery() -> Iterator[Any]:
-    """Celery tasks run in this process when sent (no broker), errors raised."""
-    from example_project.celery import app
-
-    saved = app.conf.task_always_eager, app.conf.task_eager_propagates
-    app.conf.task_always_eager = app.conf.task_eager_propagates = True
-    yield app
-    app.conf.task_always_eager, app.conf.task_eager_propagates = saved
 
 
 # The page, run -----------------------------------------------------------------------------------

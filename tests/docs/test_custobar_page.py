@@ -30,14 +30,7 @@ from tests.docs.provider_pages import (
     page_says,
     point_samples_at,
 )
-from tests.e2e.conftest import (  # noqa: F401
-    PASSWORD,
-    Sandbox,
-    browser,
-    event_kinds,
-    record_statuses,
-    sandbox,
-)
+from tests.e2e.conftest import PASSWORD, Sandbox, event_kinds, record_statuses
 from tests.e2e.test_custobar import rotate_elsewhere
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -56,7 +49,7 @@ def api_user(db: None) -> Any:
 @pytest.fixture
 def page(
     run_docs_page: Callable[..., Any],
-    sandbox: Sandbox,  # noqa: F811
+    sandbox: Sandbox,
     api_user: Any,
     organisation: Any,
     monkeypatch: pytest.MonkeyPatch,
@@ -105,7 +98,7 @@ def test_what_a_tenant_may_type_as_the_company(page: Any) -> None:
 def test_connecting_calling_rotating_and_forgetting_as_shown(
     received: list[tuple[str, dict[str, Any]]],
     page: Any,
-    sandbox: Sandbox,  # noqa: F811
+    sandbox: Sandbox,
     api_user: Any,
 ) -> None:
     connection = page.namespace["connection"]
@@ -148,7 +141,7 @@ def test_connecting_calling_rotating_and_forgetting_as_shown(
 
 def test_without_the_password_a_token_rotated_elsewhere_needs_reconnecting(
     page: Any,
-    sandbox: Sandbox,  # noqa: F811
+    sandbox: Sandbox,
 ) -> None:
     connection = Connection.objects.get(pk=page.namespace["connection"].pk)
     rotate_elsewhere(sandbox, USERNAME, API_PASSWORD)
@@ -161,8 +154,8 @@ def test_without_the_password_a_token_rotated_elsewhere_needs_reconnecting(
 
 def test_the_connect_form_is_as_described_and_recovers_from_a_401(
     page: Any,
-    sandbox: Sandbox,  # noqa: F811
-    browser: requests.Session,  # noqa: F811
+    sandbox: Sandbox,
+    browser: requests.Session,
     user: Any,
     organisation: Any,
 ) -> None:

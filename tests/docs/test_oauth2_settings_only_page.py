@@ -19,14 +19,7 @@ from oauth_connect.models import Connection, ConnectionEvent
 from oauth_connect.providers import OAuth2Provider, registry
 from oauth_connect.services import check_connection, disconnect
 from tests.docs.provider_pages import assert_table_tells_the_truth, point_samples_at
-from tests.e2e.conftest import (  # noqa: F401
-    CLIENTS,
-    Sandbox,
-    browser,
-    event_kinds,
-    record_statuses,
-    sandbox,
-)
+from tests.e2e.conftest import CLIENTS, Sandbox, event_kinds
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -36,7 +29,7 @@ PAGE = "providers/oauth2-settings-only.md"
 @pytest.fixture
 def page(
     run_docs_page: Callable[..., Any],
-    sandbox: Sandbox,  # noqa: F811
+    sandbox: Sandbox,
     organisation: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Any:
@@ -101,8 +94,8 @@ def test_manage_py_check_names_what_is_wrong(
 
 def test_connect_call_refresh_and_disconnect_with_the_pages_settings(
     page: Any,
-    sandbox: Sandbox,  # noqa: F811
-    browser: requests.Session,  # noqa: F811
+    sandbox: Sandbox,
+    browser: requests.Session,
     organisation: Any,
 ) -> None:
     cards = browser.get(sandbox.absolute("/connections/")).text

@@ -20,6 +20,12 @@ def page(run_docs_page: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, db:
     return run_docs_page("pages.md")
 
 
+def logged_in(user: Any) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
 def site_templates(settings: Any, tmp_path: Path, **templates: str) -> None:
     """Put ``templates`` (name → source) in a directory the template engine searches first."""
     for name, source in templates.items():
@@ -43,16 +49,14 @@ def test_the_resolver_picks_the_persons_organisation(
     page: Any, settings: Any, tmp_path: Path, user: Any, organisation: Any
 ) -> None:
     site_templates(settings, tmp_path, **{"myapp/base.html": page.code_of("· Acme")})
-    client = Client()
-    client.force_login(user)
+    client = logged_in(user)
     response = client.get("/connections/")
     assert response.status_code == 200
     assert response.context["tenant"] == organisation
 
 
 def test_a_person_without_an_organisation_is_forbidden(page: Any, django_user_model: Any) -> None:
-    client = Client()
-    client.force_login(django_user_model.objects.create_user("loner", password="pw"))
+    client = logged_in(django_user_model.objects.create_user("loner", password="pw"))
     assert client.get("/connections/").status_code == 403
 
 
@@ -60,8 +64,7 @@ def test_the_site_base_template_shows_the_page_and_its_messages(
     page: Any, settings: Any, tmp_path: Path, user: Any, organisation: Any
 ) -> None:
     site_templates(settings, tmp_path, **{"myapp/base.html": page.code_of("· Acme")})
-    client = Client()
-    client.force_login(user)
+    client = logged_in(user)
     html = client.get("/connections/").content.decode()
     assert '<nav aria-label="Main"><a href="/">Acme</a></nav>' in html
     assert "Apicbase" in html  # the Connections page's content block, inside the site's base
@@ -74,8 +77,7 @@ def test_restyling_the_built_in_base_keeps_it_and_adds_the_style(
 ) -> None:
     site_templates(settings, tmp_path, **{"oauth_connect/base.html": page.code_of("block.super")})
     settings.OAUTH_CONNECT = {**settings.OAUTH_CONNECT, "BASE_TEMPLATE": "oauth_connect/base.html"}
-    client = Client()
-    client.force_login(user)
+    client = logged_in(user)
     html = client.get("/connections/").content.decode()
     assert ".oc-badge-active { background: #0969da; }" in html
     assert ".oc-card {" in html  # block.super: the built-in CSS is still there

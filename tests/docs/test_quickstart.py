@@ -25,11 +25,12 @@ from django.db import connection as db_connection
 from django.http import HttpRequest, HttpResponse
 from django.test import Client, RequestFactory
 from django.test.testcases import LiveServerThread
-from oauth2_provider.models import AccessToken, Application
+from oauth2_provider.models import AccessToken
 from oauth2_provider.views.mixins import OAuthLibMixin
 
 import example_project.tenants
 import example_project.tenants.models
+from example_project.sandbox.setup import register_client
 from example_project.sandbox.views import RECIPES
 from oauth_connect import checks
 from oauth_connect.models import Connection
@@ -94,15 +95,7 @@ def apicbase(
             "API_URL": f"{url}/sandbox/api/v1/",
         },
     )
-    Application.objects.create(
-        name="The reader's site",
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        client_type=Application.CLIENT_CONFIDENTIAL,
-        authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
-        redirect_uris=CALLBACK,
-        algorithm="",
-    )
+    register_client("The reader's site", CLIENT_ID, CLIENT_SECRET, CALLBACK)
     monkeypatch.setenv("APICBASE_CLIENT_ID", CLIENT_ID)
     monkeypatch.setenv("APICBASE_CLIENT_SECRET", CLIENT_SECRET)
     yield url

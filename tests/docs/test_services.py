@@ -24,27 +24,12 @@ from oauth_connect import exceptions, services
 from oauth_connect.models import Connection
 from oauth_connect.services import connect_with_credentials
 from tests.docs.harness import DOCS, PageRun
-from tests.e2e import conftest as e2e
 from tests.e2e.conftest import PASSWORD, Sandbox, event_kinds
-
-# The live sandbox, and the organisation's member logged in to it.
-sandbox = e2e.sandbox
-browser = e2e.browser
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PAGE = (DOCS / "services.md").read_text()
 RECIPE_NAMES = [recipe["name"] for recipe in RECIPES]
-
-
-@pytest.fixture
-def eager() -> Iterator[None]:
-    """Celery tasks run in this process when sent, and their errors are raised."""
-    conf = celery_app.conf
-    saved = conf.task_always_eager, conf.task_eager_propagates
-    conf.task_always_eager = conf.task_eager_propagates = True
-    yield
-    conf.task_always_eager, conf.task_eager_propagates = saved
 
 
 @pytest.fixture
@@ -78,7 +63,7 @@ def services_page(
     sandbox: Sandbox,
     tenant_setup: dict[str, Any],
     organisation: Any,
-    eager: None,
+    eager_celery: Any,
     capsys: pytest.CaptureFixture[str],
 ) -> Iterator[RanPage]:
     mark = sandbox.mark("apicbase")

@@ -34,12 +34,7 @@ from oauth_connect.services import (
 )
 from oauth_connect.services.events import _LEVELS
 from tests.docs.harness import DOCS, PageRun
-from tests.e2e import conftest as e2e
 from tests.e2e.conftest import PASSWORD, Sandbox
-
-# The live sandbox, and the organisation's member logged in to it.
-sandbox = e2e.sandbox
-browser = e2e.browser
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

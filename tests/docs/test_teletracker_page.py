@@ -26,14 +26,7 @@ from tests.docs.provider_pages import (
     page_says,
     point_samples_at,
 )
-from tests.e2e.conftest import (  # noqa: F401
-    PASSWORD,
-    Sandbox,
-    browser,
-    event_kinds,
-    record_statuses,
-    sandbox,
-)
+from tests.e2e.conftest import PASSWORD, Sandbox, event_kinds, record_statuses
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,7 +40,7 @@ REFRESH_LIFETIME = timedelta(days=30)  # the sandbox's refresh token lifetime
 @pytest.fixture
 def page(
     run_docs_page: Callable[..., Any],
-    sandbox: Sandbox,  # noqa: F811
+    sandbox: Sandbox,
     organisation: Any,
     settings: Any,
     monkeypatch: pytest.MonkeyPatch,
@@ -153,8 +146,8 @@ def test_an_unsuccessful_answer_is_a_provider_error(page: Any) -> None:
 
 def test_the_connect_form_is_as_described(
     page: Any,
-    sandbox: Sandbox,  # noqa: F811
-    browser: requests.Session,  # noqa: F811
+    sandbox: Sandbox,
+    browser: requests.Session,
     organisation: Any,
 ) -> None:
     form = browser.get(sandbox.absolute("/connections/teletracker/connect/")).text
