@@ -6,7 +6,8 @@ What each fenced block's language means:
 
 - ``python``: executed. A block whose first line is ``# settings.py`` is a settings sample: its
   upper-case names are applied to the test settings and ``manage.py check`` must then pass
-  (``INSTALLED_APPS`` and ``MIDDLEWARE`` are checked to name only what the test project has).
+  (``INSTALLED_APPS`` and ``MIDDLEWARE`` are checked to name only what the test project has;
+  ``LOGGING`` is left for the page's test to apply and undo).
   ``# urls.py`` becomes the root URLconf; ``# myapp/tenants.py`` becomes the module
   ``myapp.tenants`` (for settings that name a dotted path). Every other block runs in one
   namespace per page.
@@ -47,6 +48,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 FENCE = re.compile(r"^```([\w+-]*)[^\n]*\n(.*?)^```\s*$", re.M | re.S)
 SETTINGS_ONLY_CHECKED = {"INSTALLED_APPS", "MIDDLEWARE"}
+# Returned for the page's test to apply in a scope it undoes, not set: since Django 6.1, changing
+# LOGGING in a test reconfigures logging for the whole process.
+SETTINGS_NOT_APPLIED = {"LOGGING", "LOGGING_CONFIG"}
 NOT_CODE = {"text"}
 
 
@@ -169,7 +173,7 @@ def _apply_settings(block: Block, settings: Any) -> dict[str, Any]:
         if name in SETTINGS_ONLY_CHECKED:
             unknown = set(value) - set(getattr(django_settings, name))
             assert not unknown, f"{name} names {sorted(unknown)}, which the test project lacks"
-        else:
+        elif name not in SETTINGS_NOT_APPLIED:
             setattr(settings, name, value)
     call_command("check", stdout=io.StringIO())
     return applied
