@@ -23,8 +23,17 @@ DEFAULTS: dict[str, Any] = {
     "STATE_TTL": 600,
     # Refresh this many seconds before the access token expires, so a request never races expiry.
     "REFRESH_LEEWAY": 300,
-    # Seconds for every call we make to a provider (token endpoint and API alike).
+    # Seconds each socket operation of a call to a provider may take (token endpoint and API
+    # alike): the wait to connect, and the wait for each next piece of the answer.
     "HTTP_TIMEOUT": 10,
+    # Seconds one whole exchange with a provider may take, however slowly it answers (a refresh
+    # and the login it falls back to count together). None: HTTP_TIMEOUT + 5.
+    "HTTP_DEADLINE": None,
+    # The largest answer read from a provider's token, login or revocation endpoint.
+    "MAX_RESPONSE_BYTES": 1024 * 1024,
+    # Connecting with a username and password: at most USER attempts per user and TENANT per
+    # tenant in WINDOW seconds, counted in the CACHE alias. None: no limit.
+    "CREDENTIAL_THROTTLE": {"USER": 5, "TENANT": 20, "WINDOW": 900, "CACHE": "default"},
     # After N consecutive transient failures, refresh_tokens waits BASE * 2**(N-1), capped at MAX.
     "RETRY_BACKOFF": 60,
     "RETRY_BACKOFF_MAX": 6 * 3600,
@@ -71,6 +80,34 @@ def state_ttl() -> timedelta:
 
 def http_timeout() -> float:
     return float(get("HTTP_TIMEOUT"))
+
+
+def http_deadline() -> float:
+    deadline = get("HTTP_DEADLINE")
+    return http_timeout() + 5 if deadline is None else float(deadline)
+
+
+#: Beyond the provider's deadline, what a worker waiting for a connection's row lock allows the
+#: holder for its own database work before giving up (``ConnectionBusy``).
+LOCK_WAIT_MARGIN = 5.0
+
+
+def lock_wait() -> float:
+    """Seconds a worker waits for a connection's row lock: the holder's provider deadline plus
+    a margin for its database work."""
+    return http_deadline() + LOCK_WAIT_MARGIN
+
+
+def max_response_bytes() -> int:
+    return int(get("MAX_RESPONSE_BYTES"))
+
+
+def credential_throttle() -> dict[str, Any] | None:
+    """The ``CREDENTIAL_THROTTLE`` setting over its defaults; None when throttling is off."""
+    value = get("CREDENTIAL_THROTTLE")
+    if value is None:
+        return None
+    return {**DEFAULTS["CREDENTIAL_THROTTLE"], **value}
 
 
 def max_retry_delay() -> timedelta:

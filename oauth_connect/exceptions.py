@@ -67,6 +67,12 @@ class UnsupportedOperation(OAuthConnectError):
     stored password. The message says what would make it possible."""
 
 
+class ConnectionBusy(OAuthConnectError):
+    """Another worker has held the connection's row lock for longer than any refresh may take
+    (the provider deadline plus a margin, see ``HTTP_DEADLINE``): this worker stopped waiting.
+    Nothing was changed; trying again shortly is safe."""
+
+
 class UnsafeURLError(OAuthConnectError, ValueError):
     """A request through ``connection.session()`` aimed at a host other than the provider's API,
     which would hand that host the tenant's token."""
@@ -94,6 +100,19 @@ class ProviderError(OAuthConnectError, requests.HTTPError):
         self.status_code = status_code
         self.error_code = error_code
         self.retry_after = retry_after
+
+
+class DeadlineExceeded(ProviderError, requests.Timeout):
+    """The provider took longer than ``HTTP_DEADLINE`` (or the session's ``deadline``) to answer
+    in full, however steadily it dripped: the call was cut off. Transient, like any outage."""
+
+
+class UnusableAnswer(ProviderError):
+    """The provider answered, but with something we can't use or store: too big, not JSON, a
+    token an HTTP header can't carry, a value too long for its column. ``recorded`` is True
+    when the connection's failure is already stored (with whatever of the answer could be)."""
+
+    recorded = False
 
 
 class ProviderConfigurationError(ProviderError):

@@ -1,8 +1,13 @@
-"""Scrub secrets out of text that may reach a log, an exception or a page."""
+"""Make a provider's words safe to store, log and show: secrets masked, control characters
+gone, length bounded, in that order (a cut through a secret would leave its start unmasked)."""
 
 from __future__ import annotations
 
+import html
+import json
+import re
 from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
 
 # Form and JSON keys whose values are secrets, whoever sends them.
 SECRET_KEYS = frozenset(
@@ -19,13 +24,55 @@ SECRET_KEYS = frozenset(
     }
 )
 MASK = "[redacted]"
+#: How much of a provider's text (an error description, a message) we keep.
+MAX_PROVIDER_WORDS = 300
+# C0 and C1 controls, DEL, and the bidirectional overrides that can make text in the admin read
+# differently from what it says. NUL alone is enough to make PostgreSQL refuse the row.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]+")
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """``text`` with every non-trivial secret in ``secrets`` replaced by a mask."""
-    for secret in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
-        text = text.replace(secret, MASK)
+    """``text`` with every non-trivial secret in ``secrets`` replaced by a mask, also where a
+    provider echoes it URL-encoded, JSON-escaped or HTML-escaped."""
+    variants = {
+        variant
+        for secret in secrets
+        if secret and len(secret) >= 4
+        for variant in _encodings(secret)
+        if len(variant) >= 4
+    }
+    for variant in sorted(variants, key=len, reverse=True):
+        text = text.replace(variant, MASK)
     return text
+
+
+def _encodings(secret: str) -> tuple[str, ...]:
+    return (
+        secret,
+        quote(secret, safe=""),
+        quote_plus(secret),
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        html.escape(secret),
+    )
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (NUL, CR/LF...) and direction overrides replaced by a
+    space: what a database column, a log line and a page can all take."""
+    return _UNPRINTABLE.sub(" ", text)
+
+
+def provider_words(
+    value: object, secrets: Iterable[str | None] = (), limit: int = MAX_PROVIDER_WORDS
+) -> str:
+    """What a provider said (``value``: a string, or a number; anything else is ignored), fit
+    to reach an error, an event, a log line or a page: redacted first, then made printable,
+    then cut to ``limit`` characters. The one helper every provider's text goes through."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return ""
+    text = printable(redact(str(value), list(secrets))).strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def secret_values(data: dict[str, object] | None) -> list[str]:

@@ -1,27 +1,45 @@
 """``ProviderClient``: how a provider talks to its own auth endpoints (token, login, revoke).
 
-Providers describe requests and parse answers; this class sends them, once, with a timeout, and
-turns every way a provider can fail into an :class:`~oauth_connect.exceptions.ProviderError`
-subclass with a message a person can act on. It never puts a secret in that message.
+Providers describe requests and parse answers; this class sends them and is the one place that
+treats the answer as hostile input. Every call here:
+
+- ends within the client's deadline (``HTTP_DEADLINE``, shared by all the calls one operation
+  makes), however slowly the provider drips its answer (``_internal.deadline`` cuts it off);
+- reads at most ``MAX_RESPONSE_BYTES`` of body, as a stream, compressed bodies included;
+- parses JSON with its nesting guarded, and only a JSON object counts as an answer;
+- turns every way a provider can fail into a :class:`~oauth_connect.exceptions.ProviderError`
+  subclass naming the provider (and the connection, when there is one), with a message a
+  person can act on and never a secret: the provider's own words go through
+  :func:`~oauth_connect._internal.redact.provider_words`.
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
+import requests.auth
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from .. import conf
+from .._internal.deadline import Deadline, deadline_scope
 from .._internal.http import shared_session
-from .._internal.redact import redact, secret_values
+from .._internal.redact import provider_words, secret_values
 from ..exceptions import (
+    DeadlineExceeded,
+    OAuthConnectError,
     ProviderConfigurationError,
     ProviderError,
     ReauthorizationRequired,
+    UnusableAnswer,
 )
 
 if TYPE_CHECKING:
@@ -32,11 +50,27 @@ if TYPE_CHECKING:
 DEAD_GRANT_ERRORS = frozenset({"invalid_grant"})
 # ... and those that mean our client id/secret is wrong: an operator must fix configuration.
 BAD_CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
-MAX_DESCRIPTION = 300
+# The encodings we offer, and so the only ones we decode (with a bound on the decoded size).
+ACCEPT_ENCODING = "gzip, deflate"
+_CHUNK = 16 * 1024
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A provider's answer, read in full (and within bounds)."""
+
+    status_code: int
+    headers: Mapping[str, str] = field(repr=False)
+    body: bytes = field(repr=False)
+    url: str = ""
 
 
 class ProviderClient:
-    """Sends requests for one provider (and optionally one connection) and returns JSON bodies."""
+    """Sends requests for one provider (and optionally one connection) and returns JSON bodies.
+
+    Make one per operation (a refresh, a login, a code exchange, a revocation): its deadline
+    starts with its first call and covers every call it makes.
+    """
 
     def __init__(
         self,
@@ -48,6 +82,10 @@ class ProviderClient:
         self.provider_id = provider_id
         self.connection = connection
         self.session = session or shared_session()
+        self.deadline: Deadline | None = None
+
+    def __repr__(self) -> str:
+        return f"<ProviderClient {self.provider_id!r}>"
 
     @sensitive_variables()
     def post_form(
@@ -64,9 +102,9 @@ class ProviderClient:
         ``refused`` lists statuses with which this endpoint says "those credentials (or that
         grant) are no good": they raise ``ReauthorizationRequired`` whatever the body says.
         """
-        secrets = [*secret_values(data), *(auth or ())]
-        response = self._send("POST", url, what, secrets, data=data, auth=auth)
-        return self._json(response, what, secrets, refused)
+        secrets = [*secret_values(data), *_auth_secrets(auth)]
+        answer = self._send("POST", url, what, secrets, data=data, auth=auth)
+        return self._json(answer, what, secrets, refused)
 
     @sensitive_variables()
     def request_json(
@@ -79,80 +117,168 @@ class ProviderClient:
         refused: frozenset[int] = frozenset(),
     ) -> dict[str, Any]:
         """Send a bodyless request (e.g. GET with HTTP basic) and return the JSON object."""
-        secrets = list(auth or ())
-        response = self._send(method, url, what, secrets, auth=auth)
-        return self._json(response, what, secrets, refused)
+        secrets = _auth_secrets(auth)
+        answer = self._send(method, url, what, secrets, auth=auth)
+        return self._json(answer, what, secrets, refused)
 
     @sensitive_variables()
-    def send(self, method: str, url: str, *, what: str, secrets: list[str], **kwargs: Any) -> Any:
-        """Send a request and return the response, whatever its status (network errors raise)."""
-        return self._send(method, url, what, secrets, **kwargs)
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        secrets: list[str],
+        data: dict[str, Any] | None = None,
+        auth: tuple[str, str] | None = None,
+    ) -> Answer:
+        """Send a request and return the answer, whatever its status (network errors raise)."""
+        return self._send(method, url, what, [*secrets, *_auth_secrets(auth)], data=data, auth=auth)
 
-    # Internals ---------------------------------------------------------------------------------
-
-    def _where(self, what: str, url: str) -> str:
+    def where(self, what: str, url: str) -> str:
+        """``the apicbase token endpoint (api.apicbase.com)``: for messages."""
         host = urlsplit(url).netloc or url
         return f"the {self.provider_id} {what} ({host})"
 
-    def _error(self, cls: type[ProviderError], message: str, **kwargs: Any) -> ProviderError:
+    def error(self, cls: type[ProviderError], message: str, **kwargs: Any) -> ProviderError:
+        """A ``cls`` naming this client's provider and connection."""
         return cls(message, connection=self.connection, provider=self.provider_id, **kwargs)
+
+    # Sending -----------------------------------------------------------------------------------
 
     @sensitive_variables()
     def _send(
-        self, method: str, url: str, what: str, secrets: list[str], **kwargs: Any
-    ) -> requests.Response:
+        self,
+        method: str,
+        url: str,
+        what: str,
+        secrets: list[str],
+        *,
+        data: dict[str, Any] | None = None,
+        auth: tuple[str, str] | None = None,
+    ) -> Answer:
+        where = self.where(what, url)
+        if self.deadline is None:
+            self.deadline = Deadline(conf.http_deadline())
+        deadline = self.deadline
+        if deadline.remaining() <= 0:
+            raise self._too_slow(where)
+        basic = _BasicAuth(_basic_authorization(*auth) if auth is not None else None)
         try:
-            # No redirects: a 307/308 would re-send the form (client secret, refresh token) to
-            # wherever Location points. A redirect surfaces as an error naming the status.
-            return self.session.request(
-                method, url, timeout=conf.http_timeout(), allow_redirects=False, **kwargs
-            )
-        except requests.Timeout as err:
-            raise self._error(
+            with deadline_scope(deadline):
+                # No redirects: a 307/308 would re-send the form (client secret, refresh token)
+                # to wherever Location points. A redirect surfaces as an error naming the status.
+                response = self.session.request(
+                    method,
+                    url,
+                    data=data,
+                    headers={"Accept-Encoding": ACCEPT_ENCODING},
+                    auth=basic,
+                    timeout=min(conf.http_timeout(), max(deadline.remaining(), 0.01)),
+                    allow_redirects=False,
+                    stream=True,
+                )
+                try:
+                    body = self._read(response, where)
+                finally:
+                    response.close()
+        except OAuthConnectError:
+            raise
+        except Exception as err:
+            # Whatever broke (the network, the provider's framing, its encoding), the message
+            # names the error's type only: its text can quote headers and so a secret.
+            if deadline.passed:
+                raise self._too_slow(where) from err
+            if isinstance(err, requests.Timeout):
+                raise self.error(
+                    ProviderError,
+                    f"{where} did not answer within {conf.http_timeout():g} seconds "
+                    "(HTTP_TIMEOUT). This is usually temporary; it will be retried.",
+                ) from err
+            raise self.error(
                 ProviderError,
-                f"{self._where(what, url)} did not answer within {conf.http_timeout():g} seconds. "
-                "This is usually temporary; it will be retried.",
-            ) from err
-        except requests.RequestException as err:
-            reason = redact(type(err).__name__, secrets)
-            raise self._error(
-                ProviderError,
-                f"Could not reach {self._where(what, url)} ({reason}). Check the URL in "
+                f"Could not reach {where} ({type(err).__name__}). Check the URL in "
                 f'OAUTH_CONNECT["PROVIDERS"]["{self.provider_id}"] and the network.',
             ) from err
+        return Answer(response.status_code, response.headers, body, url)
+
+    def _too_slow(self, where: str) -> ProviderError:
+        seconds = self.deadline.seconds if self.deadline else conf.http_deadline()
+        return self.error(
+            DeadlineExceeded,
+            f"{where} did not finish answering within {seconds:g} seconds (HTTP_DEADLINE), so "
+            "the call was cut off. This is usually temporary; it will be retried.",
+        )
+
+    def _read(self, response: requests.Response, where: str) -> bytes:
+        """The body, at most ``MAX_RESPONSE_BYTES`` of it once decoded, read as a stream."""
+        limit = conf.max_response_bytes()
+        too_big = self.error(
+            UnusableAnswer,
+            f"{where} answered with more than {limit:,} bytes (MAX_RESPONSE_BYTES); nothing "
+            "of it was used.",
+            status_code=response.status_code,
+        )
+        declared = response.headers.get("Content-Length", "").strip()
+        if declared.isdigit() and int(declared) > limit:
+            raise too_big
+        decode = _decoder(response.headers.get("Content-Encoding", ""))
+        if decode is None:
+            raise self.error(
+                UnusableAnswer,
+                f"{where} answered in an encoding we did not ask for "
+                f"({provider_words(response.headers.get('Content-Encoding'), limit=40)}).",
+                status_code=response.status_code,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.raw.stream(_CHUNK, decode_content=False):
+            try:
+                data = decode(chunk, limit + 1 - size)
+            except zlib.error as err:
+                raise self.error(
+                    UnusableAnswer,
+                    f"{where} answered with a compressed body that does not decompress.",
+                    status_code=response.status_code,
+                ) from err
+            size += len(data)
+            if size > limit:
+                raise too_big
+            chunks.append(data)
+        return b"".join(chunks)
+
+    # Reading ------------------------------------------------------------------------------------
 
     def _json(
         self,
-        response: requests.Response,
+        answer: Answer,
         what: str,
         secrets: list[str],
         refused: frozenset[int] = frozenset(),
     ) -> dict[str, Any]:
-        where = self._where(what, response.url or "")
-        status = response.status_code
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
+        where = self.where(what, answer.url)
+        status = answer.status_code
+        body = _parse_json(answer.body)
         # Only an answer in the API's own words is a refusal: an HTML error page from a proxy
         # with the same status is an outage, and must not cost the tenant their connection.
         if status in refused and isinstance(body, dict):
-            raise self._error(
+            raise self.error(
                 ReauthorizationRequired,
                 f"{where} refused the credentials (HTTP {status}).",
                 status_code=status,
             )
         if not isinstance(body, dict):
-            content_type = response.headers.get("Content-Type", "no content type").split(";")[0]
-            raise self._error(
-                ProviderError,
+            content_type = answer.headers.get("Content-Type") or "no content type"
+            content_type = provider_words(content_type.split(";")[0], secrets, limit=60)
+            raise self.error(
+                UnusableAnswer if status < 300 else ProviderError,
                 f"{where} answered HTTP {status} with a body that is not a JSON object "
                 f"({content_type}).",
                 status_code=status,
-                retry_after=_retry_after(response),
+                retry_after=_retry_after(answer),
             )
-        if status >= 400 or "error" in body:
-            raise self._oauth_error(body, status, where, secrets, _retry_after(response))
+        if status >= 300 or "error" in body:
+            raise self._oauth_error(body, status, where, secrets, _retry_after(answer))
         return body
 
     def _oauth_error(
@@ -163,41 +289,113 @@ class ProviderClient:
         secrets: list[str],
         retry_after: float | None,
     ) -> ProviderError:
-        # Redact before cutting: a cut through a secret would leave its start unmasked.
-        code = redact(str(body.get("error") or "").strip(), secrets)[:100] or None
-        description = str(body.get("error_description") or body.get("message") or "")
-        description = redact(description, secrets)[:MAX_DESCRIPTION]
+        code = provider_words(body.get("error"), secrets, limit=100) or None
+        description = provider_words(
+            body.get("error_description") or body.get("message") or body.get("detail"), secrets
+        )
         said = f"{code}: {description}" if code and description else (code or description)
         said = f" ({said})" if said else ""
         kwargs = {"status_code": status, "error_code": code, "retry_after": retry_after}
         if code in DEAD_GRANT_ERRORS:
-            return self._error(
+            return self.error(
                 ReauthorizationRequired,
                 f"{where} refused the stored grant{said}. Someone must reconnect.",
                 **kwargs,
             )
         if code in BAD_CLIENT_ERRORS:
-            return self._error(
+            return self.error(
                 ProviderConfigurationError,
                 f"{where} rejected our client credentials{said}. An operator must fix CLIENT_ID/"
                 f'CLIENT_SECRET in OAUTH_CONNECT["PROVIDERS"]["{self.provider_id}"] or the '
                 "tenant's client credentials.",
                 **kwargs,
             )
-        return self._error(ProviderError, f"{where} answered HTTP {status}{said}.", **kwargs)
+        return self.error(ProviderError, f"{where} answered HTTP {status}{said}.", **kwargs)
 
 
-def _retry_after(response: requests.Response) -> float | None:
+def _parse_json(body: bytes) -> Any:
+    """The JSON value of ``body``, or None when it is not JSON. Nesting deep enough to exhaust
+    the parser's recursion, odd encodings and bad numbers are all just "not JSON"."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+
+
+class _Inflater:
+    """Decodes successive chunks of a gzip or deflate body, each into at most ``most`` bytes, so
+    a small compressed body can't expand past the size limit in memory."""
+
+    def __init__(self, raw_deflate_possible: bool) -> None:
+        # 47: a gzip or zlib header, detected. Some servers send raw deflate as "deflate".
+        self.inflater = zlib.decompressobj(47)
+        self.raw_deflate_possible = raw_deflate_possible
+
+    def __call__(self, chunk: bytes, most: int) -> bytes:
+        try:
+            return self.inflater.decompress(chunk, most)
+        except zlib.error:
+            if not self.raw_deflate_possible:
+                raise
+            self.raw_deflate_possible = False
+            self.inflater = zlib.decompressobj(-15)
+            return self.inflater.decompress(chunk, most)
+
+
+def _decoder(content_encoding: str) -> Callable[[bytes, int], bytes] | None:
+    """A function decoding successive chunks of a body in ``content_encoding`` into at most the
+    given number of bytes each (reaching it means "too big"), or None for an encoding we did
+    not offer."""
+    encoding = content_encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return lambda chunk, _most: chunk
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        return _Inflater(raw_deflate_possible=encoding == "deflate")
+    return None
+
+
+class _BasicAuth(requests.auth.AuthBase):
+    """HTTP basic in UTF-8. Being an auth object also keeps requests from consulting ~/.netrc,
+    whose entry for the provider's host would otherwise replace these credentials."""
+
+    def __init__(self, header: str | None) -> None:
+        self.header = header
+
+    def __repr__(self) -> str:
+        return "<_BasicAuth>"
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self.header is not None:
+            request.headers["Authorization"] = self.header
+        return request
+
+
+def _basic_authorization(username: str, password: str) -> str:
+    # UTF-8, as RFC 7617 §2.1 lets a server ask for and as browsers send: requests would encode
+    # in Latin-1 and fail on "Ł" or "€".
+    credentials = f"{username}:{password}".encode()
+    return "Basic " + base64.b64encode(credentials).decode("ascii")
+
+
+def _auth_secrets(auth: tuple[str, str] | None) -> list[str]:
+    """The secrets in HTTP basic credentials, as a provider might echo them: the password, the
+    username with it, and the header value."""
+    if auth is None:
+        return []
+    return [auth[1], _basic_authorization(*auth).removeprefix("Basic ")]
+
+
+def _retry_after(answer: Answer) -> float | None:
     """``Retry-After`` in seconds (RFC 9110 allows seconds or an HTTP date), if the provider sent
     one on a 429 or 503."""
-    if response.status_code not in (429, 503):
+    if answer.status_code not in (429, 503):
         return None
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
+    value = (answer.headers.get("Retry-After") or "").strip()
+    if not value or len(value) > 64:
         return None
     if value.isdigit():
         return float(value)
     try:
         return max((parsedate_to_datetime(value) - timezone.now()).total_seconds(), 0.0)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None

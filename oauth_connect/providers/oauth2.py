@@ -125,15 +125,17 @@ class OAuth2Provider(Provider):
                 data, auth = self._authenticate(
                     {"token": token, "token_type_hint": hint}, oauth_client
                 )
-                response = client.send(
+                answer = client.send(
                     "POST", url, what="revocation endpoint", secrets=[token], data=data, auth=auth
                 )
-                if response.status_code >= 400:
-                    raise ProviderError(
-                        f"The {self.provider_id} revocation endpoint answered HTTP "
-                        f"{response.status_code}.",
-                        connection=connection,
-                        status_code=response.status_code,
+                # RFC 7009 §2.2: the server answers 200. A redirect (not followed: it would
+                # carry the token elsewhere) revoked nothing, whatever it promises.
+                if not 200 <= answer.status_code < 300:
+                    raise client.error(
+                        ProviderError,
+                        f"{client.where('revocation endpoint', url)} answered HTTP "
+                        f"{answer.status_code}, so the tokens may still be valid there.",
+                        status_code=answer.status_code,
                     )
                 return True
         return False

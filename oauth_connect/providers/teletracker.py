@@ -20,7 +20,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 
-from .._internal.redact import redact
+from .._internal.redact import provider_words
 from ..exceptions import ProviderError, ReauthorizationRequired
 from .base import CredentialField, CredentialGrant, Provider, TokenSet, expiry_from_lifetime
 from .registry import register
@@ -115,14 +115,18 @@ class TeleTrackerProvider(Provider):
 
     @sensitive_variables()
     def _tokens(self, body: dict[str, Any], secrets: list[str]) -> TokenSet:
-        if body.get("success") is not True:
-            # The vendor's own words may echo what we sent: scrub it before it reaches an
-            # error, the event log or a page.
-            message = redact(str(body.get("message") or "")[:200], secrets)
+        success = body.get("success")
+        if success is not True:
+            # The vendor's own words may echo what we sent: provider_words scrubs them (and
+            # bounds them) before they reach an error, the event log or a page.
+            if success is None or isinstance(success, bool):
+                shown = repr(success)
+            else:
+                shown = repr(provider_words(success, secrets, limit=40))
+            message = provider_words(body.get("message"), secrets, limit=200)
             said = f" ({message})" if message else ""
             raise ProviderError(
-                f"TeleTracker answered success: {body.get('success')!r}{said}.",
-                provider=self.provider_id,
+                f"TeleTracker answered success: {shown}{said}.", provider=self.provider_id
             )
         token, refresh_token = body.get("token"), body.get("refreshToken")
         expires_at = expiry_from_lifetime(body.get("tokenLifetime"))

@@ -12,10 +12,9 @@ which makes SQLite correct for one server process; see the README's "Databases" 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import TypeVar
-
-from django.utils import timezone
 
 from .. import conf
 from ..exceptions import (
@@ -26,13 +25,16 @@ from ..exceptions import (
     ReauthorizationRequired,
     TokensNotStored,
     UnsupportedOperation,
+    UnusableAnswer,
 )
 from ..models import Connection, ConnectionEvent
+from ..providers.base import Provider, TokenSet
 from ..providers.client import ProviderClient
 from .credentials import oauth_client_for
 from .events import record_event
 from .locking import locked_connection
-from .store import save_status, store_refreshed
+from .store import save_status, set_failed, store_refreshed
+from .validation import check_tokens
 
 Status = Connection.Status
 ProviderErrorT = TypeVar("ProviderErrorT", bound=ProviderError)
@@ -87,6 +89,10 @@ def refresh_when(
         except ReauthorizationRequired as err:
             _mark_reauth_required(current, _naming(err, current))
             failure = err
+        except UnusableAnswer as err:
+            if not err.recorded:
+                _mark_failed(current, _naming(err, current))
+            failure = err
         except ProviderError as err:
             _mark_failed(current, _naming(err, current))
             failure = err
@@ -138,6 +144,7 @@ def _refresh_locked(
             f"{type(provider).__name__}.refresh() failed unexpectedly ({type(err).__name__}).",
             connection=current,
         ) from err
+    tokens = _usable(tokens, provider, current)
     if token_rejected and tokens.access_token == current.access_token:
         # The provider hands back the very token its API just refused (Custobar returns the
         # current token): the refusal is about something else, e.g. permissions. Fail and back
@@ -149,6 +156,39 @@ def _refresh_locked(
         )
     store_refreshed(current, tokens)
     return True
+
+
+def _usable(tokens: TokenSet, provider: Provider, current: Connection) -> TokenSet:
+    """``tokens`` fit to store, or an ``UnusableAnswer``. When only one of the two tokens is
+    unusable, the other is stored first (with the failure), since a rotating provider has just
+    spent the refresh token we hold: see docs/reliability.md."""
+    checked = check_tokens(tokens, provider)
+    if checked.usable:
+        if not checked.notes:
+            return checked.tokens
+        return replace(checked.tokens, note=_with_notes(checked.tokens.note, checked.notes))
+    salvaged = checked.salvage(current)
+    kept = (
+        "Nothing of it was stored; the stored tokens are kept."
+        if salvaged is None
+        else "Its new refresh token was stored (the access token kept is the previous one)."
+        if checked.access_problem
+        else "Its new access token was stored; the stored refresh token is kept, and a "
+        "provider that rotates refresh tokens will refuse it at the next refresh."
+    )
+    failure = UnusableAnswer(
+        f"{provider.display_name} answered the refresh with tokens that can't be used: "
+        f"{checked.problem}. {kept}",
+        connection=current,
+    )
+    if salvaged is not None:
+        store_refreshed(current, salvaged, failure=failure)
+        failure.recorded = True
+    raise failure
+
+
+def _with_notes(note: str, notes: list[str]) -> str:
+    return " ".join(filter(None, [note, f"The provider's answer: {'; '.join(notes)}."]))
 
 
 def _naming(err: ProviderErrorT, connection: Connection) -> ProviderErrorT:
@@ -199,6 +239,15 @@ def rotate_token(connection: Connection) -> None:
         client = ProviderClient(provider.provider_id, connection=current)
         try:
             tokens = provider.rotate(client, current)
+            checked = check_tokens(tokens, provider)
+            if not checked.usable:
+                raise UnusableAnswer(
+                    f"{provider.display_name} answered the rotation with a token that can't be "
+                    f"used: {checked.problem}. The stored token is kept, though the provider may "
+                    "have invalidated it; the next refused call fetches the current one.",
+                    connection=current,
+                )
+            tokens = checked.tokens
         except ReauthorizationRequired as err:
             _mark_reauth_required(current, err)
             failure = err
@@ -219,14 +268,7 @@ def rotate_token(connection: Connection) -> None:
 
 
 def _mark_failed(current: Connection, err: ProviderError) -> None:
-    current.consecutive_failures += 1
-    delay = conf.retry_delay(current.consecutive_failures)
-    if err.retry_after is not None:
-        # Honour the provider's Retry-After, but never park a connection longer than the cap.
-        delay = max(delay, min(timedelta(seconds=err.retry_after), conf.max_retry_delay()))
-    current.status = Status.ERROR
-    current.last_error = err.detail
-    current.retry_not_before = timezone.now() + delay
+    set_failed(current, err)
     save_status(current, "consecutive_failures")
     record_event(current, Kind.REFRESH_FAILED, err.detail, error=err)
 

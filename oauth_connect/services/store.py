@@ -6,11 +6,15 @@ Called with the connection's row lock held (see ``locking``).
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 from django.db import DatabaseError, Error, transaction
 from django.utils import timezone
 
+from .. import conf
 from .._internal.log import connection_fields, logger
-from ..exceptions import ConnectionUnavailable, TokensNotStored
+from ..exceptions import ConnectionUnavailable, ProviderError, TokensNotStored
 from ..models import Connection, ConnectionEvent
 from ..providers.base import TokenSet
 from .events import announce_event, record_event, store_event
@@ -20,10 +24,21 @@ Kind = ConnectionEvent.Kind
 
 
 def store_refreshed(
-    current: Connection, tokens: TokenSet, kind: str = ConnectionEvent.Kind.REFRESHED
+    current: Connection,
+    tokens: TokenSet,
+    kind: str = ConnectionEvent.Kind.REFRESHED,
+    *,
+    failure: ProviderError | None = None,
 ) -> None:
+    """Store ``tokens`` over ``current``'s, with a ``kind`` event; or, with ``failure``, store
+    the part of an unusable answer worth keeping (see ``validation.CheckedTokens.salvage``)
+    and mark the connection failed, in the same write."""
     now = timezone.now()
-    recovered = current.consecutive_failures > 0 or current.status == Status.ERROR
+    recovered = failure is None and (
+        current.consecutive_failures > 0 or current.status == Status.ERROR
+    )
+    if failure is None or tokens.access_token != current.access_token:
+        current.last_refreshed_at = now
     current.access_token = tokens.access_token
     if tokens.refresh_token is not None:
         # A rotating provider has just invalidated the old refresh token: it must be replaced
@@ -35,21 +50,38 @@ def store_refreshed(
         current.scopes = " ".join(tokens.scopes)
     current.token_type = tokens.token_type
     current.expires_at = tokens.expires_at
-    current.last_refreshed_at = now
     failures_before = current.consecutive_failures
-    current.status = Status.ACTIVE
-    current.last_error = ""
-    current.consecutive_failures = 0
-    current.retry_not_before = None
+    note = tokens.note
+    if failure is None:
+        current.status = Status.ACTIVE
+        current.last_error = ""
+        current.consecutive_failures = 0
+        current.retry_not_before = None
+    else:
+        set_failed(current, failure)
+        kind, note = Kind.REFRESH_FAILED, failure.detail
+    signal_kwargs = {} if failure is None else {"error": failure}
     try:
-        _write_tokens(current, kind, tokens.note, recovered)
+        _write_tokens(current, kind, note, recovered, signal_kwargs)
     except DatabaseError:
         _unless_deleted(current)
         try:
             # Once more: many write failures are momentary (a deadlock victim, a failover).
-            _write_tokens(current, kind, tokens.note, recovered)
+            _write_tokens(current, kind, note, recovered, signal_kwargs)
         except DatabaseError as err:
             raise _tokens_not_stored(current, err, failures_before) from err
+
+
+def set_failed(current: Connection, err: ProviderError) -> None:
+    """Mark ``current`` (in memory) as failed for a transient reason, backing off."""
+    current.consecutive_failures += 1
+    delay = conf.retry_delay(current.consecutive_failures)
+    if err.retry_after is not None:
+        # Honour the provider's Retry-After, but never park a connection longer than the cap.
+        delay = max(delay, min(timedelta(seconds=err.retry_after), conf.max_retry_delay()))
+    current.status = Status.ERROR
+    current.last_error = err.detail
+    current.retry_not_before = timezone.now() + delay
 
 
 def _unless_deleted(current: Connection) -> None:
@@ -61,7 +93,9 @@ def _unless_deleted(current: Connection) -> None:
         )
 
 
-def _write_tokens(current: Connection, kind: str, note: str, recovered: bool) -> None:
+def _write_tokens(
+    current: Connection, kind: str, note: str, recovered: bool, signal_kwargs: dict[str, Any]
+) -> None:
     """The tokens and their events, all or nothing. Announced (log line, signal) only once
     written, so a write that is rolled back and retried announces once."""
     alias = current._state.db
@@ -92,7 +126,7 @@ def _write_tokens(current: Connection, kind: str, note: str, recovered: bool) ->
             del connection.run_on_commit[callbacks_before:]
             raise
     for event in events:
-        announce_event(event)
+        announce_event(event, **signal_kwargs)
 
 
 # What a refresh changes; saving only these keeps the UPDATE small (and leaves the rest of the

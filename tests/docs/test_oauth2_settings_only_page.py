@@ -4,6 +4,7 @@ the Connections page and the page's function calls the API, refreshes and discon
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -109,7 +110,8 @@ def test_connect_call_refresh_and_disconnect_with_the_pages_settings(
     assert "Acme (generic OAuth2) is connected." in landed.text
     # CLIENT_AUTH "basic": the client authenticates with HTTP basic, not in the form.
     [exchange] = sent
-    assert exchange["auth"] == CLIENTS["acme"] and "client_secret" not in exchange["data"]
+    basic = base64.b64encode(":".join(CLIENTS["acme"]).encode()).decode()
+    assert exchange["auth"].header == f"Basic {basic}" and "client_secret" not in exchange["data"]
     connection = Connection.objects.get(tenant=organisation, provider="acme")
     assert connection.client_id == CLIENTS["acme"][0]
     assert connection.scopes == "accounts"

@@ -13,6 +13,7 @@ from oauth_connect.exceptions import (
     ProviderConfigurationError,
     ProviderError,
     ReauthorizationRequired,
+    UnusableAnswer,
 )
 from oauth_connect.providers.client import ProviderClient
 from tests.conftest import NOW, TOKEN_URL
@@ -74,7 +75,8 @@ def test_unusable_bodies(
     http_mock.add(responses.POST, TOKEN_URL, status=status, body=body, content_type=content_type)
     with pytest.raises(ProviderError, match=expected) as info:
         post()
-    assert type(info.value) is ProviderError
+    # A success status with a body we can't use is the provider's fault, not an outage.
+    assert type(info.value) is (UnusableAnswer if status < 300 else ProviderError)
     assert info.value.status_code == status
     assert_no_secret(info.value)
 

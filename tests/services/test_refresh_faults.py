@@ -16,6 +16,7 @@ from oauth_connect.exceptions import (
     ProviderConfigurationError,
     ProviderError,
     ReauthorizationRequired,
+    UnusableAnswer,
 )
 from oauth_connect.models import Connection
 from oauth_connect.services import refresh_connection
@@ -58,7 +59,7 @@ FAULTS = [
     (
         "200-invalid-json",
         {"status": 200, "body": "{oops", "content_type": "application/json"},
-        ProviderError,
+        UnusableAnswer,
         "not a JSON object",
         ERROR,
     ),
