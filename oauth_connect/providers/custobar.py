@@ -67,6 +67,17 @@ class CustobarProvider(Provider):
         self, client: ProviderClient, credentials: dict[str, str]
     ) -> CredentialGrant:
         company, base_url = self.resolve_company(credentials["company"])
+        if ":" in credentials["username"]:
+            # RFC 7617 §2: HTTP basic separates the user-id from the password with the first
+            # colon, so a user-id can't have one.
+            raise InvalidCredentials(
+                gettext(
+                    "A username with “:” can't be sent to Custobar, whose API takes it with "
+                    "HTTP basic authentication. Check the username."
+                ),
+                field="username",
+                provider=self.provider_id,
+            )
         auth = (credentials["username"], credentials["password"])
         token = self._token(client, "GET", base_url + "api/auth/access-token/", auth)
         return CredentialGrant(

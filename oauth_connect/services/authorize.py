@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from django.http import HttpRequest, QueryDict
@@ -21,6 +21,7 @@ from django.views.decorators.debug import sensitive_variables
 from .. import conf
 from .._internal.log import logger, provider_fields
 from .._internal.pkce import make_verifier, s256_challenge
+from .._internal.redact import provider_words
 from ..exceptions import (
     AccessDenied,
     AuthorizationError,
@@ -34,7 +35,7 @@ from ..models import Connection
 from ..providers import registry
 from ..providers.client import ProviderClient
 from ..providers.oauth2 import OAuth2Provider
-from .connect import save_grant
+from .connect import save_grant, usable_grant
 from .credentials import require_oauth_client
 
 SESSION_KEY = "oauth_connect_pending"
@@ -46,11 +47,12 @@ MAX_PARAM_LENGTH = 2048
 
 @dataclass
 class PendingAuthorization:
-    state: str
+    # The state and the verifier are secrets until the callback: never in a repr.
+    state: str = field(repr=False)
     provider: str
     tenant: str
     label: str
-    code_verifier: str
+    code_verifier: str = field(repr=False)
     redirect_uri: str
     next_url: str
     client_id: str
@@ -140,15 +142,28 @@ def complete_authorization(
             code_verifier=pending.code_verifier,
             oauth_client=oauth_client,
         )
+        tokens = usable_grant(provider, tokens)
     except ProviderError as err:
         raise _exchange_failed(provider, err) from err
+    except ConfigurationError:
+        raise
+    except Exception as err:
+        # A provider class's bug must not answer the tenant with a 500 (whose debug page
+        # would show this frame's secrets): it is an exchange that failed.
+        failure = ProviderError(
+            f"{type(provider).__name__}.exchange_code() failed unexpectedly "
+            f"({type(err).__name__}).",
+            provider=provider_id,
+        )
+        raise _exchange_failed(provider, failure) from err
     connection = save_grant(
         tenant,
         provider_id,
         pending.label,
         tokens,
         client_id=oauth_client.client_id,
-        note=f"Authorized with scopes: {' '.join(tokens.scopes or []) or 'none stated'}.",
+        note=f"Authorized with scopes: {' '.join(tokens.scopes or []) or 'none stated'}. "
+        f"{tokens.note}".strip(),
     )
     return AuthorizationResult(connection=connection, next_url=pending.next_url)
 
@@ -258,10 +273,11 @@ def _denied(provider: OAuth2Provider, error: str, description: str) -> Authoriza
             % {"provider": name},
             provider=provider.provider_id,
         )
-    detail = f"{error}: {description[:200]}" if description else error
+    error, description = provider_words(error, limit=100), provider_words(description, limit=200)
+    detail = f"{error}: {description}" if description else error
     return AuthorizationError(
         # Translators: %(detail)s is the provider's own error code and description.
         _("%(provider)s reported an error (%(detail)s), so nothing was connected.")
-        % {"provider": name, "detail": detail[:300]},
+        % {"provider": name, "detail": detail},
         provider=provider.provider_id,
     )

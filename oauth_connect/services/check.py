@@ -64,8 +64,10 @@ def _get(connection: Connection, provider: Provider, path: str) -> int:
     name = provider.display_name
     try:
         with connection.session() as session:
-            # A redirect (to a login page, say) is not the API accepting the token.
-            response = session.get(path, allow_redirects=False)
+            # A redirect (to a login page, say) is not the API accepting the token. Only the
+            # status matters: the body, however big, is never read.
+            response = session.get(path, allow_redirects=False, stream=True)
+            response.close()
     except OAuthConnectError:
         raise  # a refresh that failed says so itself (ours are requests.HTTPErrors too)
     except requests.RequestException as err:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from typing import Any
 
 from django.utils import timezone
@@ -13,8 +15,9 @@ from ..exceptions import (
     AuthorizationError,
     ConfigurationError,
     InvalidCredentials,
-    ProviderError,
+    OAuthConnectError,
     ReauthorizationRequired,
+    UnusableAnswer,
 )
 from ..models import Connection, ConnectionEvent
 from ..providers import registry
@@ -23,6 +26,13 @@ from ..providers.client import ProviderClient
 from .events import record_event
 from .locking import locked_connection
 from .revoke import previous_grant, revoke_at_provider
+from .validation import check_tokens
+
+#: As long as the connect form allows: what a person types, not a document.
+MAX_CREDENTIAL_LENGTH = 500
+# C0 controls and DEL: NUL is refused by PostgreSQL, CR/LF would end a header line, and no
+# username, password or account id has any.
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 @sensitive_variables()
@@ -52,18 +62,28 @@ def connect_with_credentials(
     cleaned = _validated(provider, credentials)
     try:
         grant = provider.connect_with_credentials(ProviderClient(provider_id), cleaned)
+        grant = replace(grant, tokens=usable_grant(provider, grant.tokens))
+    except (InvalidCredentials, ConfigurationError):
+        raise
     except ReauthorizationRequired as err:
+        message = _("%(provider)s did not accept these credentials. Check them and try again.")
+        if not all(value.isascii() for value in cleaned.values()):
+            # We send them in UTF-8 (RFC 7617 §2.1); a server expecting another encoding
+            # refuses characters beyond ASCII even when they are right.
+            message += " " + _(
+                "If they are right, the characters outside ASCII in them (such as “Ł” or "
+                "“€”) may be the cause: %(provider)s may not accept them over its API."
+            )
         raise InvalidCredentials(
-            _("%(provider)s did not accept these credentials. Check them and try again.")
-            % {"provider": provider.display_name},
-            provider=provider_id,
+            message % {"provider": provider.display_name}, provider=provider_id
         ) from err
-    except ProviderError as err:
-        # An outage, not the tenant's typing: the detail (hosts, settings) is for operators.
+    except Exception as err:
+        # An outage, a hostile answer or a provider class's bug, not the tenant's typing: the
+        # detail (hosts, settings) is for operators.
         logger.warning(
             "Connecting %s failed: %s",
             provider_id,
-            err.detail,
+            err.detail if isinstance(err, OAuthConnectError) else type(err).__name__,
             extra=provider_fields(provider_id, "connect_failed", tenant_id=tenant.pk),
         )
         raise AuthorizationError(
@@ -82,7 +102,8 @@ def connect_with_credentials(
         account=grant.account,
         credentials=grant.secrets if keep_password else {},
         note=f"Connected as {grant.account.get('username') or 'the given account'}; "
-        f"password {'kept (encrypted)' if keep_password else 'not kept'}.",
+        f"password {'kept (encrypted)' if keep_password else 'not kept'}. "
+        f"{grant.tokens.note}".strip(),
     )
 
 
@@ -147,6 +168,22 @@ def save_grant(
     return current
 
 
+def usable_grant(provider: Provider, tokens: TokenSet) -> TokenSet:
+    """``tokens`` of a new grant, checked (``validation.check_tokens``): an ``UnusableAnswer``
+    when either token is unusable (nothing is stored then), else the tokens with their
+    descriptive values made safe and a note saying what was replaced."""
+    checked = check_tokens(tokens, provider)
+    if not checked.usable:
+        raise UnusableAnswer(
+            f"{provider.display_name} issued tokens that can't be used: {checked.problem}. "
+            "Nothing was stored.",
+            provider=provider.provider_id,
+        )
+    if not checked.notes:
+        return checked.tokens
+    return replace(checked.tokens, note=f"The provider's answer: {'; '.join(checked.notes)}.")
+
+
 @sensitive_variables()
 def _validated(provider: Provider, credentials: dict[str, str]) -> dict[str, str]:
     fields = {field.name: field for field in provider.credential_fields}
@@ -167,6 +204,16 @@ def _validated(provider: Provider, credentials: dict[str, str]) -> dict[str, str
         value = str(credentials.get(name) or "")
         if not field.secret:
             value = value.strip()  # a password's spaces are part of it
+        if len(value) > MAX_CREDENTIAL_LENGTH or _CONTROL.search(value):
+            raise InvalidCredentials(
+                _(
+                    "%(field)s can't be longer than %(limit)d characters or contain control "
+                    "characters."
+                )
+                % {"field": field.label, "limit": MAX_CREDENTIAL_LENGTH},
+                field=name,
+                provider=provider.provider_id,
+            )
         if field.required and not value:
             raise InvalidCredentials(
                 _("%(field)s is required to connect %(provider)s.")

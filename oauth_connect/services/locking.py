@@ -12,10 +12,11 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from django.db import connections, router, transaction
+from django.db import OperationalError, connections, router, transaction
 from django.db.models import QuerySet
 
-from ..exceptions import ConnectionUnavailable
+from .. import conf
+from ..exceptions import ConnectionBusy, ConnectionUnavailable
 from ..models import Connection
 
 
@@ -42,18 +43,69 @@ def _process_lock(key: tuple[str, int]) -> _ProcessLock:
 
 @contextmanager
 def locked_connection(pk: int) -> Iterator[Connection]:
-    """The connection's current row, locked against other refreshes until the block ends."""
+    """The connection's current row, locked against other refreshes until the block ends.
+
+    Waits at most ``conf.lock_wait()`` seconds (the provider deadline plus a margin: longer
+    than any holder needs), then raises ``ConnectionBusy`` having changed nothing.
+    """
     alias = router.db_for_write(Connection)
+    wait = conf.lock_wait()
     holder = _process_lock((alias, pk))  # keep a strong reference while we hold the lock
-    with holder.lock:
+    if not holder.lock.acquire(timeout=wait):
+        raise _busy(pk, wait)
+    try:
         if connections[alias].features.has_select_for_update:
             with transaction.atomic(using=alias):
-                yield _load(Connection.objects.using(alias).select_for_update(), pk)
+                with _lock_timeout(alias, wait):
+                    try:
+                        current = _load(Connection.objects.using(alias).select_for_update(), pk)
+                    except OperationalError as err:
+                        if getattr(err.__cause__, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+                            raise _busy(pk, wait) from err
+                        raise
+                yield current
         else:
             # No row locks (SQLite): the process lock serialises us, and no transaction stays
             # open across the provider call, so an auth server sharing the database file can
             # write meanwhile. Writes below use their own short transactions.
             yield _load(Connection.objects.using(alias), pk)
+    finally:
+        holder.lock.release()
+
+
+# PostgreSQL's SQLSTATE for "lock_timeout expired".
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+@contextmanager
+def _lock_timeout(alias: str, seconds: float) -> Iterator[None]:
+    """PostgreSQL waits for a row lock forever unless told otherwise: bound the wait for the
+    lock below. ``SET LOCAL`` ends with the transaction; inside a transaction of the caller's
+    (which outlives ours), the caller's own value is put back once the lock is ours."""
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        yield
+        return
+    milliseconds = f"{max(round(seconds * 1000), 1)}ms"
+    nested = len(connection.atomic_blocks) > 1
+    with connection.cursor() as cursor:
+        previous = None
+        if nested:
+            cursor.execute("SHOW lock_timeout")
+            previous = cursor.fetchone()[0]
+        cursor.execute("SELECT set_config('lock_timeout', %s, true)", [milliseconds])
+    yield
+    if previous is not None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [previous])
+
+
+def _busy(pk: int, waited: float) -> ConnectionBusy:
+    return ConnectionBusy(
+        f"Connection #{pk} is being changed by another worker, which has held it for more "
+        f"than {waited:g} seconds (HTTP_DEADLINE plus {conf.LOCK_WAIT_MARGIN:g}). Nothing was "
+        "changed; try again shortly."
+    )
 
 
 def _load(queryset: QuerySet[Connection], pk: int) -> Connection:

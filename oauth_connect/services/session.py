@@ -18,10 +18,13 @@ import requests.auth
 from django.utils import timezone
 
 from .. import conf
+from .._internal.deadline import Deadline, deadline_scope
 from .._internal.http import TimeoutSession
 from .._internal.log import connection_fields, logger
 from ..exceptions import (
+    ConnectionBusy,
     ConnectionUnavailable,
+    DeadlineExceeded,
     ProviderError,
     ReauthorizationRequired,
     TokensNotStored,
@@ -29,12 +32,28 @@ from ..exceptions import (
 )
 from ..models import Connection
 from .refresh import needs_reauth_message, refresh_connection, refresh_rejected_token
+from .validation import sendable_token
+
+
+class _Default:
+    """ "The setting in force", where ``None`` is a value callers choose (no deadline)."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT: Any = _Default()
 
 
 def connection_session(
-    connection: Connection, *, timeout: float | None = None
+    connection: Connection, *, timeout: float | None = None, deadline: float | None = DEFAULT
 ) -> ConnectionSession:
-    """A session for ``connection``; raises at once if it can't be used as it stands."""
+    """A session for ``connection``; raises at once if it can't be used as it stands.
+
+    ``timeout`` bounds each socket operation (default ``HTTP_TIMEOUT``); ``deadline`` each
+    whole request, however slowly the API answers (default ``HTTP_DEADLINE``; None: no
+    deadline, e.g. for a long download). ``session.get(url, deadline=120)`` sets it for one
+    request. With ``stream=True`` it covers the request up to the response's headers."""
     if connection.status == Connection.Status.DISCONNECTED:
         raise ConnectionUnavailable(
             "It is disconnected. Connect it again from the Connections page.",
@@ -42,7 +61,7 @@ def connection_session(
         )
     if connection.status == Connection.Status.REAUTH_REQUIRED:
         raise ReauthorizationRequired(needs_reauth_message(connection), connection=connection)
-    return ConnectionSession(connection, timeout=timeout)
+    return ConnectionSession(connection, timeout=timeout, deadline=deadline)
 
 
 class ConnectionSession(TimeoutSession):
@@ -54,8 +73,15 @@ class ConnectionSession(TimeoutSession):
     #: When (time.time()) to try a refresh before sending; None: no expiry known.
     _refresh_at: float | None
 
-    def __init__(self, connection: Connection, *, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = DEFAULT,
+    ) -> None:
         super().__init__(timeout)
+        self.deadline = conf.http_deadline() if deadline is DEFAULT else deadline
         self.connection = connection
         self.provider = connection.get_provider()
         base = self.provider.api_base_url(connection)
@@ -71,24 +97,55 @@ class ConnectionSession(TimeoutSession):
         return f"<ConnectionSession for {self.connection!r}>"
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        deadline = kwargs.pop("deadline", self.deadline)
         url = self._resolve(url if isinstance(url, str) else url.decode())
         # A float comparison: the hot path builds no datetime (time-machine patches time.time).
         if self._refresh_at is not None and time.time() >= self._refresh_at:
             self._refresh_ahead_of_expiry()
-        response = super().request(method, url, *args, **kwargs)
+        if not self._sendable:
+            # Stored before tokens were checked on arrival, and unfit for a header (CR/LF...):
+            # to the API it would be a refused token, so get a new one the same way.
+            self._refresh_rejected()
+        response = self._send(deadline, method, url, *args, **kwargs)
         if (
             response.status_code in self.provider.expired_token_statuses
             and _resendable(kwargs)
             and not self._backing_off()
         ):
-            try:
-                refresh_rejected_token(self.connection, self._access_token)
-            except TokensNotStored:
-                self._carry_on_unstored()
-            self._use_stored_token()
+            self._refresh_rejected()
             response.close()
-            response = super().request(method, url, *args, **kwargs)
+            response = self._send(deadline, method, url, *args, **kwargs)
         return response
+
+    def _send(self, deadline: float | None, *args: Any, **kwargs: Any) -> Any:
+        if deadline is None:
+            return super().request(*args, **kwargs)
+        limit = Deadline(deadline)
+        try:
+            with deadline_scope(limit):
+                return super().request(*args, **kwargs)
+        except requests.RequestException as err:
+            if not limit.passed:
+                raise
+            raise DeadlineExceeded(
+                f"The {self.provider.display_name} API did not finish answering within "
+                f"{deadline:g} seconds, so the request was cut off. Pass deadline= for a longer "
+                "request (None: no deadline).",
+                connection=self.connection,
+            ) from err
+
+    def _refresh_rejected(self) -> None:
+        try:
+            refresh_rejected_token(self.connection, self._access_token)
+        except TokensNotStored:
+            self._carry_on_unstored()
+        self._use_stored_token()
+        if not self._sendable:
+            raise ConnectionUnavailable(
+                "Its stored access token can't be sent in an HTTP header, and no new one could "
+                "be had. Reconnect it from the Connections page.",
+                connection=self.connection,
+            )
 
     def _backing_off(self) -> bool:
         # After a failed refresh, hand the provider's refusal back as it is until the backoff
@@ -118,7 +175,7 @@ class ConnectionSession(TimeoutSession):
             self._carry_on_unstored()
         except ReauthorizationRequired:
             raise
-        except ProviderError as err:
+        except (ProviderError, ConnectionBusy) as err:
             if not still_valid:
                 raise
             logger.warning(
@@ -143,7 +200,11 @@ class ConnectionSession(TimeoutSession):
         expires_at: datetime | None = self.connection.expires_at
         margin = self.connection.refresh_margin(self._leeway)
         self._refresh_at = (expires_at - margin).timestamp() if expires_at is not None else None
-        self._authorization = self.provider.authorization_header(self._access_token)
+        self._sendable = sendable_token(self._access_token)
+        # Never built from a token a header can't carry: requests' error would quote it.
+        self._authorization = (
+            self.provider.authorization_header(self._access_token) if self._sendable else ""
+        )
 
     def _resolve(self, url: str) -> str:
         # Relative paths are appended to the API URL (plain concatenation: the hot path).

@@ -109,6 +109,11 @@ def check_tokens(tokens: TokenSet, provider: Provider) -> CheckedTokens:
     )
 
 
+def sendable_token(value: str) -> bool:
+    """Whether ``value`` can go in an ``Authorization`` header as an access token."""
+    return len(value) <= MAX_TOKEN_LENGTH and _ACCESS_TOKEN.fullmatch(value) is not None
+
+
 def _token_problem(name: str, value: object, allowed: re.Pattern[str]) -> str:
     if not isinstance(value, str) or not value:
         return f"its {name} is missing or not a string"
