@@ -41,7 +41,11 @@ def assert_untouched(connection: Connection) -> None:
     stored = Connection.objects.get(pk=connection.pk)
     assert stored.status == Connection.Status.ACTIVE
     assert (stored.access_token, stored.refresh_token) == ("access-token-1", "refresh-token-1")
-    assert (stored.consecutive_failures, stored.retry_not_before, stored.last_error) == (0, None, "")
+    assert (stored.consecutive_failures, stored.retry_not_before, stored.last_error) == (
+        0,
+        None,
+        "",
+    )
     assert not stored.events.exists()
 
 
