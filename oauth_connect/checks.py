@@ -37,7 +37,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="oauth_connect.E002",
             )
         )
-    return [*messages, *_check_keys(), *_check_tenant(), *_check_providers()]
+    return [
+        *messages,
+        *_check_keys(),
+        *_check_tenant(),
+        *_check_providers(),
+        *_check_limits(),
+        *_check_throttle(),
+    ]
 
 
 def _check_keys() -> list[CheckMessage]:
@@ -159,6 +166,53 @@ def _check_providers() -> list[CheckMessage]:
                 Error(f'{where}["CLIENT_AUTH"] must be "body" or "basic".', id="oauth_connect.E012")
             )
     return messages
+
+
+def _positive(value: Any, *, whole: bool = False) -> bool:
+    kinds = (int,) if whole else (int, float)
+    return isinstance(value, kinds) and not isinstance(value, bool) and value > 0
+
+
+def _check_limits() -> list[CheckMessage]:
+    """The bounds on every exchange with a provider: a typo here would lift them silently."""
+    wanted = {
+        "HTTP_TIMEOUT": ("a positive number of seconds", False, False),
+        "HTTP_DEADLINE": ("a positive number of seconds, or None", False, True),
+        "MAX_RESPONSE_BYTES": ("a positive whole number of bytes", True, False),
+    }
+    messages: list[CheckMessage] = []
+    for key, (what, whole, none_allowed) in wanted.items():
+        value = conf.get(key)
+        if not (_positive(value, whole=whole) or (none_allowed and value is None)):
+            messages.append(
+                Error(
+                    f'OAUTH_CONNECT["{key}"] = {value!r} must be {what}.',
+                    hint=f"Leave it out for the default, {conf.DEFAULTS[key]!r}.",
+                    id="oauth_connect.E014",
+                )
+            )
+    return messages
+
+
+def _check_throttle() -> list[CheckMessage]:
+    value = conf.get("CREDENTIAL_THROTTLE")
+    where = 'OAUTH_CONNECT["CREDENTIAL_THROTTLE"]'
+    hint = f"For example {conf.DEFAULTS['CREDENTIAL_THROTTLE']!r}; None turns it off."
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        return [Error(f"{where} must be a dict, or None.", hint=hint, id="oauth_connect.E015")]
+    problems = []
+    unknown = sorted(set(value) - set(conf.DEFAULTS["CREDENTIAL_THROTTLE"]))
+    if unknown:
+        problems.append(f"{where} has unknown keys: {', '.join(unknown)}.")
+    throttle = conf.credential_throttle() or {}
+    for key in ("USER", "TENANT", "WINDOW"):
+        if not _positive(throttle[key], whole=True):
+            problems.append(f'{where}["{key}"] must be a positive whole number.')
+    if throttle["CACHE"] not in settings.CACHES:
+        problems.append(f'{where}["CACHE"] = {throttle["CACHE"]!r} is not a cache in CACHES.')
+    return [Error(problem, hint=hint, id="oauth_connect.E015") for problem in problems]
 
 
 @register(Tags.database)

@@ -253,3 +253,32 @@ def test_provider_specific_setting_problems_are_reported(settings: Any) -> None:
     errors = [m for m in check_settings() if m.id == "oauth_connect.E013"]
     assert len(errors) == 1
     assert "{company}" in errors[0].msg and '["custobar"]["BASE_URL"]' in errors[0].msg
+
+
+@pytest.mark.parametrize(
+    ("overrides", "check_id", "words"),
+    [
+        ({"HTTP_TIMEOUT": 0}, "oauth_connect.E014", 'OAUTH_CONNECT["HTTP_TIMEOUT"] = 0 must be'),
+        ({"HTTP_DEADLINE": -1}, "oauth_connect.E014", "positive number of seconds, or None"),
+        ({"HTTP_DEADLINE": True}, "oauth_connect.E014", "HTTP_DEADLINE"),
+        ({"MAX_RESPONSE_BYTES": 1.5}, "oauth_connect.E014", "positive whole number of bytes"),
+        ({"CREDENTIAL_THROTTLE": 5}, "oauth_connect.E015", "must be a dict, or None"),
+        ({"CREDENTIAL_THROTTLE": {"USERS": 5}}, "oauth_connect.E015", "unknown keys: USERS"),
+        ({"CREDENTIAL_THROTTLE": {"WINDOW": 0}}, "oauth_connect.E015", '["WINDOW"] must be'),
+        ({"CREDENTIAL_THROTTLE": {"CACHE": "nope"}}, "oauth_connect.E015", "not a cache"),
+    ],
+)
+def test_limits_that_would_lift_a_bound_are_errors(
+    settings: Any, overrides: dict[str, Any], check_id: str, words: str
+) -> None:
+    configure(settings, **overrides)
+    assert words in text(only(check_settings(), check_id))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"HTTP_DEADLINE": None}, {"HTTP_DEADLINE": 2.5}, {"CREDENTIAL_THROTTLE": None}, {}],
+)
+def test_valid_limits_pass(settings: Any, overrides: dict[str, Any]) -> None:
+    configure(settings, **overrides)
+    assert check_settings() == []

@@ -151,6 +151,10 @@ TRIGGERS: dict[str, dict[str, Any]] = {
             "PROVIDERS": {"custobar": {"BASE_URL": "https://custobar.com/"}},
         }
     },
+    "E014": {"OAUTH_CONNECT": {"ENCRYPTION_KEYS": [KEY], "HTTP_DEADLINE": "15"}},
+    "E015": {
+        "OAUTH_CONNECT": {"ENCRYPTION_KEYS": [KEY], "CREDENTIAL_THROTTLE": {"CACHE": "throttle"}}
+    },
     "W001": {},
 }
 
