@@ -343,3 +343,16 @@ def test_disconnect_forgets_the_kept_password(
     assert stored.access_token == ""
     # The password was only kept to renew the token; a disconnected connection renews nothing.
     assert not stored.has_stored_credentials, "disconnect kept the tenant's Custobar password"
+
+
+def test_credentials_beyond_latin_1_connect_over_real_http(
+    sandbox: Sandbox, connect_custobar: Callable[..., Connection], organisation: Any
+) -> None:
+    # requests alone encodes basic auth in Latin-1 and fails on "Ł": we send UTF-8, which the
+    # sandbox (like Django REST framework) reads, falling back to Latin-1.
+    user = get_user_model().objects.create_user("Łukasz", password="pa€ss-ñ")
+    connection = connect_custobar(username="Łukasz", password="pa€ss-ñ")
+
+    assert connection.status == Connection.Status.ACTIVE
+    assert connection.access_token == valid_token(user)
+    assert connection.session().get("api/customers/").status_code == 200
