@@ -150,7 +150,12 @@ def _refresh_expiry(body: dict[str, Any], expires_at: datetime | None) -> dateti
     if refresh_expiration is None:
         return None
     if token_expiration is not None and expires_at is not None:
-        return expires_at + (refresh_expiration - token_expiration)
+        try:
+            return expires_at + (refresh_expiration - token_expiration)
+        except OverflowError:
+            # Dates millennia apart: nonsense, but the tokens must still be stored (the old
+            # refresh token is spent), so the expiry is just unknown.
+            return None
     return refresh_expiration
 
 

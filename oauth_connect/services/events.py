@@ -9,6 +9,7 @@ from django.db import transaction
 from django.dispatch import Signal
 
 from .._internal.log import connection_fields, logger
+from .._internal.redact import printable
 from ..models import Connection, ConnectionEvent
 from ..signals import BY_EVENT_KIND
 
@@ -29,7 +30,11 @@ def record_event(
 
 def store_event(connection: Connection, kind: str, message: str = "") -> ConnectionEvent:
     """Only the row: for writes that may still be rolled back, which announce once they can't."""
-    return ConnectionEvent.objects.create(connection=connection, kind=kind, message=message)
+    # printable(): a provider class of the host's may quote a provider's NUL, which PostgreSQL
+    # refuses; ours already pass their words through provider_words().
+    return ConnectionEvent.objects.create(
+        connection=connection, kind=kind, message=printable(message)
+    )
 
 
 def announce_event(event: ConnectionEvent, **signal_kwargs: Any) -> None:

@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from .. import conf
+from .._internal.redact import printable
 from ..exceptions import (
     AwaitingReauthorization,
     ConnectionUnavailable,
@@ -275,7 +276,7 @@ def _mark_failed(current: Connection, err: ProviderError) -> None:
 
 def _mark_reauth_required(current: Connection, err: ReauthorizationRequired) -> None:
     current.status = Status.REAUTH_REQUIRED
-    current.last_error = err.detail
+    current.last_error = printable(err.detail)
     current.retry_not_before = None
     save_status(current)
     record_event(current, Kind.REAUTH_REQUIRED, err.detail, error=err)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import requests.auth
@@ -146,6 +146,15 @@ class ConnectionSession(TimeoutSession):
                 "be had. Reconnect it from the Connections page.",
                 connection=self.connection,
             )
+
+    def get_redirect_target(self, response: requests.Response) -> str | None:
+        """Redirects are followed within the API's origin only. A redirect elsewhere comes back
+        to the caller as the 3xx it is: a provider must not make this server fetch other hosts
+        (an internal address, say) and hand the answer to the product as the API's."""
+        target: str | None = super().get_redirect_target(response)
+        if target is None or _origin(urljoin(response.url, target)) != self._origin:
+            return None
+        return target
 
     def _backing_off(self) -> bool:
         # After a failed refresh, hand the provider's refusal back as it is until the backoff

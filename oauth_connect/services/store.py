@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from .. import conf
 from .._internal.log import connection_fields, logger
+from .._internal.redact import printable
 from ..exceptions import ConnectionUnavailable, ProviderError, TokensNotStored
 from ..models import Connection, ConnectionEvent
 from ..providers.base import TokenSet
@@ -80,7 +81,7 @@ def set_failed(current: Connection, err: ProviderError) -> None:
         # Honour the provider's Retry-After, but never park a connection longer than the cap.
         delay = max(delay, min(timedelta(seconds=err.retry_after), conf.max_retry_delay()))
     current.status = Status.ERROR
-    current.last_error = err.detail
+    current.last_error = printable(err.detail)
     current.retry_not_before = timezone.now() + delay
 
 

@@ -170,3 +170,33 @@ def test_no_object_holding_a_secret_shows_it_in_its_repr(make_connection: Any) -
     for obj in objects:
         assert "rt-" not in repr(obj), obj
     assert isinstance(session, requests.Session)
+
+
+# Redirects from the API -------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "location",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "https://evil.test/x",
+        "http://api.apicbase.test/",
+    ],
+)
+def test_the_session_follows_no_redirect_off_the_apis_origin(
+    http_mock: responses.RequestsMock, make_connection: Any, location: str
+) -> None:
+    http_mock.add(responses.GET, API_URL + "me/", status=302, headers={"Location": location})
+    response = make_connection().session().get("me/")
+    assert response.status_code == 302 and len(http_mock.calls) == 1
+
+
+@pytest.mark.django_db
+def test_the_session_follows_a_redirect_within_the_api(
+    http_mock: responses.RequestsMock, make_connection: Any
+) -> None:
+    http_mock.add(responses.GET, API_URL + "me/", status=301, headers={"Location": "/api/v1/you/"})
+    http_mock.add(responses.GET, API_URL + "you/", json={"ok": True})
+    assert make_connection().session().get("me/").json() == {"ok": True}
+    assert http_mock.calls[1].request.headers["Authorization"] == "Bearer access-token-1"
