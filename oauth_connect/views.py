@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
+from django.core.handlers.exception import response_for_exception
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
+from django.utils.cache import add_never_cache_headers
 from django.utils.decorators import method_decorator
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.generic import TemplateView, View
 
-from . import conf, services
+from . import conf, services, throttle
 from ._internal.log import logger, provider_fields
 from .cards import ConnectionCard
-from .exceptions import AuthorizationError, ConfigurationError, InvalidCredentials
+from .exceptions import AuthorizationError, ConfigurationError, ConnectionBusy, InvalidCredentials
 from .forms import ConnectForm, CredentialsForm
 from .models import IN_USE_STATUSES, Connection
 from .providers import registry
@@ -30,19 +34,35 @@ Status = Connection.Status
 
 
 class TenantViewMixin:
-    """Resolves ``self.tenant``; anonymous users go to the login page."""
+    """Resolves ``self.tenant``; anonymous users go to the login page. No answer may be kept
+    by a browser or proxy: they show a tenant's connections and carry its messages."""
 
     tenant: Any
     request: HttpRequest
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            response = self.dispatch_for_tenant(request, *args, **kwargs)
+        except (Http404, PermissionDenied) as err:
+            # Left to Django's handler, this page would be built after we return, without the
+            # header below: build it here as the handler would (the project's handler403 or
+            # handler404, the same log line).
+            response = response_for_exception(request, err)
+        add_never_cache_headers(response)
+        return response
+
+    def dispatch_for_tenant(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         self.tenant = resolve_tenant(request)
         if self.tenant is None:
             if not request.user.is_authenticated:
-                return redirect_to_login(request.get_full_path())
+                return redirect_to_login(self.login_next_url())
             raise PermissionDenied(_("Your account doesn't belong to any organisation yet."))
         response: HttpResponse = super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
         return response
+
+    def login_next_url(self) -> str:
+        """Where the login page sends an anonymous user back to: this page."""
+        return self.request.get_full_path()
 
     def get_provider(self, provider_id: str) -> Provider:
         if not registry.is_configured(provider_id):
@@ -69,6 +89,13 @@ class TenantViewMixin:
             self.request,
             _("%(provider)s can't be connected right now. Please contact support.")
             % {"provider": provider.display_name},
+        )
+
+    def report_busy(self, provider_name: str) -> None:
+        messages.error(
+            self.request,
+            _("%(provider)s is busy being updated; please try again in a moment.")
+            % {"provider": provider_name},
         )
 
     def safe_next(self, url: str) -> str:
@@ -175,6 +202,9 @@ class ConnectView(TenantViewMixin, TemplateView):
         provider = self.get_provider(provider_id)
         form = CredentialsForm(provider, request.POST)
         if form.is_valid() and self.label_is_free(form, provider_id):
+            seconds_left = throttle.count_credential_attempt(request.user.pk, self.tenant.pk)
+            if seconds_left is not None:
+                return self.refuse_attempt(form, provider, seconds_left)
             try:
                 services.connect_with_credentials(
                     self.tenant,
@@ -192,6 +222,8 @@ class ConnectView(TenantViewMixin, TemplateView):
                 messages.error(request, str(err))
             except ConfigurationError as err:
                 self.report_configuration_error(provider, err)
+            except ConnectionBusy:
+                self.report_busy(provider.display_name)
             else:
                 messages.success(
                     request, _("%(provider)s is connected.") % {"provider": provider.display_name}
@@ -201,8 +233,40 @@ class ConnectView(TenantViewMixin, TemplateView):
                 )
         return self.render_to_response(self.get_context_data(form=form))
 
+    def refuse_attempt(
+        self, form: CredentialsForm, provider: Provider, seconds_left: int
+    ) -> HttpResponse:
+        """Too many attempts (``CREDENTIAL_THROTTLE``): the provider is not asked."""
+        logger.warning(
+            "Refused to connect %s for tenant %s: too many attempts with credentials",
+            provider.provider_id,
+            self.tenant.pk,
+            extra=provider_fields(
+                provider.provider_id, "connect_throttled", tenant_id=self.tenant.pk
+            ),
+        )
+        minutes = math.ceil(seconds_left / 60)
+        form.add_error(
+            None,
+            ngettext(
+                "Too many attempts to connect. Try again in about %(minutes)d minute.",
+                "Too many attempts to connect. Try again in about %(minutes)d minutes.",
+                minutes,
+            )
+            % {"minutes": minutes},
+        )
+        response = self.render_to_response(self.get_context_data(form=form), status=429)
+        response["Retry-After"] = str(seconds_left)
+        return response
+
 
 class CallbackView(TenantViewMixin, View):
+    def login_next_url(self) -> str:
+        """The list page, not this one: this URL's query holds the authorization code, which
+        must not travel on in the login page's URL (its logs, its Referer). A code is short-lived
+        and single-use anyway: after logging in, the user starts again from the list."""
+        return reverse("oauth_connect:list")
+
     def get(self, request: HttpRequest, provider: str) -> HttpResponse:
         provider_obj = self.get_provider(provider)
         try:
@@ -213,6 +277,9 @@ class CallbackView(TenantViewMixin, View):
         except ConfigurationError as err:
             # E.g. the tenant's own client credentials removed while the user was away.
             self.report_configuration_error(provider_obj, err)
+            return redirect("oauth_connect:list")
+        except ConnectionBusy:
+            self.report_busy(provider_obj.display_name)
             return redirect("oauth_connect:list")
         messages.success(
             request, _("%(provider)s is connected.") % {"provider": provider_obj.display_name}
@@ -241,7 +308,11 @@ class DisconnectView(TenantViewMixin, TemplateView):
 
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
         connection = self.get_connection()
-        services.disconnect(connection)
+        try:
+            services.disconnect(connection)
+        except ConnectionBusy:
+            self.report_busy(connection.provider_name)
+            return redirect("oauth_connect:list")
         messages.success(
             request,
             _("%(provider)s is disconnected.") % {"provider": connection.provider_name},

@@ -17,6 +17,7 @@ import responses as responses_lib
 import time_machine
 from cryptography.fernet import Fernet
 from django.contrib.auth import get_user_model
+from django.core.cache import caches
 from django.db.models.signals import post_save
 from django.utils import timezone
 
@@ -77,6 +78,17 @@ def oauth_settings(settings: Any) -> Any:
     # Password hashing is deliberately slow; tests log users in often.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     return settings
+
+
+@pytest.fixture(autouse=True)
+def empty_caches() -> Iterator[None]:
+    """Every test starts with empty caches: the credential-connect throttle counts attempts in
+    the cache, and the same user and tenant ids come back test after test."""
+    for cache in caches.all():
+        cache.clear()
+    yield
+    for cache in caches.all():
+        cache.clear()
 
 
 # What a secret from these fixtures looks like in text: a log line must never hold one.

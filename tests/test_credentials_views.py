@@ -13,6 +13,7 @@ from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
 
+from oauth_connect.exceptions import ConnectionBusy
 from oauth_connect.models import Connection
 from tests.conftest import TELETRACKER_LOGIN_URL
 
@@ -282,3 +283,20 @@ def test_connecting_with_credentials_goes_back_to_next(
     response = logged_in_client.post(CUSTOBAR, {**custobar_form(), "next": "/reports/"})
 
     assert response.status_code == 302 and response["Location"] == "/reports/"
+
+
+def test_a_busy_connection_is_a_plain_message(
+    logged_in_client: Client, http_mock: responses.RequestsMock, monkeypatch: Any
+) -> None:
+    def busy(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionBusy("custobar connection #1 is locked by another worker.")
+
+    monkeypatch.setattr("oauth_connect.services.connect_with_credentials", busy)
+
+    response = logged_in_client.post(CUSTOBAR, custobar_form(label="prod"))
+
+    assert response.status_code == 200
+    assert messages_of(response) == [
+        "Custobar is busy being updated; please try again in a moment."
+    ]
+    assert PASSWORD not in response.content.decode()

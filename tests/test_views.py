@@ -14,6 +14,7 @@ from django.test import Client
 from django.urls import reverse
 
 from oauth_connect._internal.pkce import s256_challenge
+from oauth_connect.exceptions import ConnectionBusy
 from oauth_connect.models import ClientCredentials, Connection
 from oauth_connect.services.authorize import SESSION_KEY
 from tests.conftest import (
@@ -490,3 +491,115 @@ def test_a_configuration_error_at_the_callback_is_a_plain_message(
     ]
     assert "CLIENT_ID" in caplog.text
     assert not Connection.objects.exists()
+
+
+# No page is kept by a browser or proxy -----------------------------------------------------------
+
+
+def no_store(response: Any) -> bool:
+    return "no-store" in response.get("Cache-Control", "")
+
+
+def test_every_page_and_redirect_says_no_store(
+    logged_in_client: Client, http_mock: responses.RequestsMock, make_connection: Any
+) -> None:
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(1))
+    http_mock.add(responses.POST, REVOKE_URL, body="")
+    state = start(logged_in_client)["state"][0]
+    kept = make_connection(label="kept")
+    disconnect = reverse("oauth_connect:disconnect", kwargs={"pk": kept.pk})
+    responses_by_page = {
+        "list": logged_in_client.get(LIST),
+        "connect page": logged_in_client.get(CONNECT),
+        "connect redirect": logged_in_client.post(CONNECT),
+        "connect form error": logged_in_client.post(CONNECT, {"label": "no spaces!"}),
+        "callback": logged_in_client.get(CALLBACK, {"code": "c", "state": state}),
+        "refused callback": logged_in_client.get(CALLBACK, {"code": "c", "state": "forged"}),
+        "disconnect page": logged_in_client.get(disconnect),
+        "disconnect": logged_in_client.post(disconnect),
+    }
+    assert {page: r.status_code for page, r in responses_by_page.items()} == {
+        "list": 200,
+        "connect page": 200,
+        "connect redirect": 302,
+        "connect form error": 200,
+        "callback": 302,
+        "refused callback": 302,
+        "disconnect page": 200,
+        "disconnect": 302,
+    }
+    assert [page for page, r in responses_by_page.items() if not no_store(r)] == []
+
+
+def test_the_login_redirect_says_no_store(client: Client) -> None:
+    response = client.get(LIST)
+    assert response.status_code == 302 and no_store(response)
+
+
+def test_the_refusal_of_a_user_without_a_tenant_says_no_store(client: Client, user: Any) -> None:
+    client.force_login(user)  # no organisation
+    response = client.get(LIST)
+    assert response.status_code == 403 and no_store(response)
+    assert b"Forbidden" in response.content  # the project's 403 page, as Django builds it
+
+
+def test_a_404_says_no_store(logged_in_client: Client) -> None:
+    response = logged_in_client.get(reverse("oauth_connect:connect", kwargs={"provider": "nope"}))
+    assert response.status_code == 404 and no_store(response)
+
+
+# An anonymous callback --------------------------------------------------------------------------
+
+
+def test_an_anonymous_callback_does_not_hand_its_code_to_the_login_page(client: Client) -> None:
+    # E.g. the session expired while the user was at the provider.
+    response = client.get(CALLBACK, {"code": "the-secret-code", "state": "the-state"})
+
+    assert response.status_code == 302
+    login = urlsplit(response["Location"])
+    assert login.path == reverse("login")
+    assert parse_qs(login.query) == {"next": [LIST]}
+    assert "the-secret-code" not in response["Location"]
+
+
+def test_other_pages_bring_an_anonymous_user_back_after_login(client: Client) -> None:
+    response = client.get(CONNECT, {"label": "production"})
+    assert parse_qs(urlsplit(response["Location"]).query) == {
+        "next": [CONNECT + "?label=production"]
+    }
+
+
+# Another worker holds the connection ------------------------------------------------------------
+
+BUSY_MESSAGE = "Apicbase is busy being updated; please try again in a moment."
+
+
+def busy(*args: Any, **kwargs: Any) -> Any:
+    raise ConnectionBusy("apicbase connection #1 is locked by another worker.")
+
+
+def test_a_busy_connection_at_the_callback_is_a_plain_message(
+    logged_in_client: Client, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr("oauth_connect.services.complete_authorization", busy)
+    state = start(logged_in_client)["state"][0]
+
+    response = logged_in_client.get(CALLBACK, {"code": "c", "state": state})
+
+    assert response.status_code == 302 and response["Location"] == LIST
+    assert messages_of(response) == [BUSY_MESSAGE]
+
+
+def test_a_busy_connection_is_not_disconnected_and_says_so(
+    logged_in_client: Client, make_connection: Any, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr("oauth_connect.services.disconnect", busy)
+    connection = make_connection()
+
+    response = logged_in_client.post(
+        reverse("oauth_connect:disconnect", kwargs={"pk": connection.pk})
+    )
+
+    assert response.status_code == 302 and response["Location"] == LIST
+    assert messages_of(response) == [BUSY_MESSAGE]
+    assert reload_status(connection) == Connection.Status.ACTIVE
