@@ -80,17 +80,22 @@ def watch(sock_or_connection: Any) -> None:
 
 
 def _cut(watchdog: _Watchdog, deadline: Deadline) -> None:
+    # Under the lock, so that a call finishing at this very moment either disarms first (and
+    # nothing is cut) or sees ``passed`` once it has: never a late shutdown of a kept-alive
+    # connection that the thread's next call is already using. A shutdown doesn't block.
     with watchdog.lock:
+        if deadline._done:
+            return
         deadline.passed = True
         targets, deadline._sockets = deadline._sockets, []
-    for target in targets:
-        sock = target if isinstance(target, socket.socket) else getattr(target, "sock", None)
-        if sock is None:
-            continue
-        # The plain socket's shutdown, even under TLS: it ends the blocked read at once without
-        # touching the SSL object another thread is using. OSError: already closed.
-        with contextlib.suppress(OSError):
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        for target in targets:
+            sock = target if isinstance(target, socket.socket) else getattr(target, "sock", None)
+            if sock is None:
+                continue
+            # The plain socket's shutdown, even under TLS: it ends the blocked read at once
+            # without touching the SSL object another thread is using. OSError: already closed.
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 class _Watchdog:

@@ -21,6 +21,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from http.client import HTTPException
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -28,6 +29,7 @@ import requests
 import requests.auth
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
+from urllib3.exceptions import ProtocolError
 
 from .. import conf
 from .._internal.deadline import Deadline, deadline_scope
@@ -179,27 +181,39 @@ class ProviderClient:
                     stream=True,
                 )
                 try:
-                    body = self._read(response, where)
+                    body = self._read(response, where, secrets)
                 finally:
                     response.close()
         except OAuthConnectError:
             raise
         except Exception as err:
-            # Whatever broke (the network, the provider's framing, its encoding), the message
-            # names the error's type only: its text can quote headers and so a secret.
+            # Whatever broke (the network, the provider's framing, its encoding), the error is
+            # not chained (from None): its text can quote the provider's bytes, and so a secret
+            # the provider echoes. The message carries that text through provider_words.
             if deadline.passed:
-                raise self._too_slow(where) from err
+                raise self._too_slow(where) from None
             if isinstance(err, requests.Timeout):
                 raise self.error(
                     ProviderError,
                     f"{where} did not answer within {conf.http_timeout():g} seconds "
                     "(HTTP_TIMEOUT). This is usually temporary; it will be retried.",
-                ) from err
+                ) from None
+            reason = provider_words(f"{type(err).__name__}: {err}", secrets)
+            if _broken_answer(err):
+                raise self.error(
+                    ProviderError,
+                    f"{where} broke off or garbled its answer ({reason}). This is usually "
+                    "temporary; it will be retried.",
+                ) from None
             raise self.error(
                 ProviderError,
-                f"Could not reach {where} ({type(err).__name__}). Check the URL in "
+                f"Could not reach {where} ({reason}). Check the URL in "
                 f'OAUTH_CONNECT["PROVIDERS"]["{self.provider_id}"] and the network.',
-            ) from err
+            ) from None
+        if deadline.passed:
+            # Cut while the body had no length: to http.client the shut socket looked like the
+            # end of the answer. What was read is a fragment, whatever it parses as.
+            raise self._too_slow(where)
         return Answer(response.status_code, response.headers, body, url)
 
     def _too_slow(self, where: str) -> ProviderError:
@@ -210,7 +224,7 @@ class ProviderClient:
             "the call was cut off. This is usually temporary; it will be retried.",
         )
 
-    def _read(self, response: requests.Response, where: str) -> bytes:
+    def _read(self, response: requests.Response, where: str, secrets: list[str]) -> bytes:
         """The body, at most ``MAX_RESPONSE_BYTES`` of it once decoded, read as a stream."""
         limit = conf.max_response_bytes()
         too_big = self.error(
@@ -220,14 +234,14 @@ class ProviderClient:
             status_code=response.status_code,
         )
         declared = response.headers.get("Content-Length", "").strip()
-        if declared.isdigit() and int(declared) > limit:
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise too_big
         decode = _decoder(response.headers.get("Content-Encoding", ""))
         if decode is None:
             raise self.error(
                 UnusableAnswer,
                 f"{where} answered in an encoding we did not ask for "
-                f"({provider_words(response.headers.get('Content-Encoding'), limit=40)}).",
+                f"({provider_words(response.headers.get('Content-Encoding'), secrets, 40)}).",
                 status_code=response.status_code,
             )
         chunks: list[bytes] = []
@@ -235,12 +249,12 @@ class ProviderClient:
         for chunk in response.raw.stream(_CHUNK, decode_content=False):
             try:
                 data = decode(chunk, limit + 1 - size)
-            except zlib.error as err:
+            except zlib.error:
                 raise self.error(
                     UnusableAnswer,
                     f"{where} answered with a compressed body that does not decompress.",
                     status_code=response.status_code,
-                ) from err
+                ) from None
             size += len(data)
             if size > limit:
                 raise too_big
@@ -311,6 +325,15 @@ class ProviderClient:
                 **kwargs,
             )
         return self.error(ProviderError, f"{where} answered HTTP {status}{said}.", **kwargs)
+
+
+def _broken_answer(err: Exception) -> bool:
+    """Whether ``err`` says the provider was reached but its answer was not proper HTTP (cut
+    short, too many headers, a bad chunk), rather than that it could not be reached."""
+    if isinstance(err, (HTTPException, ProtocolError, requests.exceptions.ChunkedEncodingError)):
+        return True
+    wrapped = err.args[0] if isinstance(err, requests.ConnectionError) and err.args else None
+    return isinstance(wrapped, ProtocolError)
 
 
 def _parse_json(body: bytes) -> Any:
@@ -393,7 +416,7 @@ def _retry_after(answer: Answer) -> float | None:
     value = (answer.headers.get("Retry-After") or "").strip()
     if not value or len(value) > 64:
         return None
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         return max((parsedate_to_datetime(value) - timezone.now()).total_seconds(), 0.0)

@@ -78,8 +78,10 @@ def set_failed(current: Connection, err: ProviderError) -> None:
     current.consecutive_failures += 1
     delay = conf.retry_delay(current.consecutive_failures)
     if err.retry_after is not None:
-        # Honour the provider's Retry-After, but never park a connection longer than the cap.
-        delay = max(delay, min(timedelta(seconds=err.retry_after), conf.max_retry_delay()))
+        # Honour the provider's Retry-After, but never park a connection longer than the cap
+        # (capped as a number first: a timedelta of 10**20 seconds overflows).
+        cap = conf.max_retry_delay()
+        delay = max(delay, timedelta(seconds=min(err.retry_after, cap.total_seconds())))
     current.status = Status.ERROR
     current.last_error = printable(err.detail)
     current.retry_not_before = timezone.now() + delay

@@ -200,3 +200,8 @@ def test_the_session_follows_a_redirect_within_the_api(
     http_mock.add(responses.GET, API_URL + "you/", json={"ok": True})
     assert make_connection().session().get("me/").json() == {"ok": True}
     assert http_mock.calls[1].request.headers["Authorization"] == "Bearer access-token-1"
+
+
+def test_a_secret_with_a_control_character_inside_is_still_masked() -> None:
+    said = provider_words(f"bad {SECRET[:6]}\x00{SECRET[6:]} here", [SECRET])
+    assert said == f"bad {MASK} here"
