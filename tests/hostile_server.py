@@ -204,6 +204,14 @@ class HostileServer:
         with self._lock:
             self._scripts.append((steps, keep_alive))
 
+    def arrived(self, count: int = 1, timeout: float = 10.0) -> Exchange:
+        """The ``count``-th exchange as soon as its request is read (its answer may be under
+        way): a bounded wait on the server thread, not a sleep."""
+        with self._changed:
+            came = self._changed.wait_for(lambda: len(self.exchanges) >= count, timeout)
+        assert came, f"the server got {len(self.exchanges)} requests, not {count}"
+        return self.exchanges[count - 1]
+
     def finished(self, count: int = 1, timeout: float = 10.0) -> Exchange:
         """The ``count``-th exchange, once the server is done with it (sent it all, or saw the
         client hang up). A bounded wait on the server thread, not a sleep."""

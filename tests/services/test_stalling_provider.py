@@ -1,0 +1,114 @@
+"""A provider that stalls, against real sockets: no request through ``connection.session()``
+outlives its deadline, and a refresh stuck on a dripping token endpoint holds the connection's
+row lock no longer than ``HTTP_DEADLINE`` (PostgreSQL), so the tenant's other workers are not
+queued behind it for longer."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import OperationalError, connections, transaction
+from django.utils import timezone
+
+from oauth_connect.exceptions import DeadlineExceeded
+from oauth_connect.models import Connection
+from oauth_connect.services import refresh_connection
+from tests.conftest import apicbase_settings, oauth_connect_settings, requires_postgres
+from tests.hostile_server import (
+    HostileServer,
+    drip,
+    hostile_server_fixture,  # noqa: F401 - the fixture
+    json_response,
+)
+
+DEADLINE = 1.0
+SLOW_ANSWER = json_response(200, {"ok": True})  # about 110 bytes: 11 s at 10 bytes a second
+
+
+@pytest.fixture
+def api(hostile_server: HostileServer, settings: Any) -> HostileServer:
+    """The hostile server as both Apicbase's API and its token endpoint."""
+    settings.OAUTH_CONNECT = oauth_connect_settings(
+        PROVIDERS={
+            "apicbase": apicbase_settings(
+                API_URL=hostile_server.url("/api/"), TOKEN_URL=hostile_server.url()
+            )
+        },
+        HTTP_TIMEOUT=1,
+        HTTP_DEADLINE=DEADLINE,
+    )
+    return hostile_server
+
+
+@pytest.mark.django_db
+def test_a_dripping_api_answer_is_cut_off_at_the_deadline(
+    api: HostileServer, make_connection: Any
+) -> None:
+    api.answer(drip(SLOW_ANSWER, step=1, every=0.1))
+    connection = make_connection()
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded) as info:
+        connection.session().get("me/")
+    assert time.monotonic() - started < 5  # not the 11 s the drip takes
+    exchange = api.finished()
+    assert exchange.hung_up and exchange.sent < len(SLOW_ANSWER) // 2
+    assert "did not finish answering within 1 seconds" in str(info.value)
+    assert "deadline=" in str(info.value)  # what to do about it
+    assert str(connection.pk) in str(info.value)
+    # An API that is slow says nothing about the tokens: the connection is untouched.
+    stored = Connection.objects.get(pk=connection.pk)
+    assert (stored.status, stored.consecutive_failures) == (Connection.Status.ACTIVE, 0)
+
+
+@pytest.mark.django_db
+def test_a_request_may_lift_or_lengthen_the_deadline(
+    api: HostileServer, make_connection: Any
+) -> None:
+    # 1.6 s of drip: past the session's deadline, within the one this request asks for.
+    api.answer(drip(SLOW_ANSWER, step=10, every=0.15))
+    api.answer(drip(SLOW_ANSWER, step=10, every=0.15))
+    session = make_connection().session()
+    assert session.get("me/", deadline=None).json() == {"ok": True}
+    assert session.get("me/", deadline=30).json() == {"ok": True}
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_stalled_refresh_holds_the_row_lock_no_longer_than_the_deadline(
+    api: HostileServer, make_connection: Any
+) -> None:
+    api.answer(drip(SLOW_ANSWER, step=1, every=0.1))
+    connection = make_connection(expires_at=timezone.now() - timedelta(minutes=1))
+    failures: list[BaseException] = []
+
+    def refresh() -> None:
+        try:
+            refresh_connection(connection)
+        except BaseException as err:
+            failures.append(err)
+        finally:
+            connections.close_all()
+
+    worker = threading.Thread(target=refresh)
+    worker.start()
+    api.arrived()  # the worker holds the row lock and waits on the token endpoint
+    waited_from = time.monotonic()
+    # Another worker of the same tenant queues on the row lock, allowing itself the deadline
+    # plus a margin for the database's work: it gets the lock, long before the 11 s drip ends.
+    try:
+        with transaction.atomic(), connections["default"].cursor() as cursor:
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", ["4000ms"])
+            Connection.objects.select_for_update().get(pk=connection.pk)
+            waited = time.monotonic() - waited_from
+    except OperationalError:  # pragma: no cover - what the test is here to catch
+        pytest.fail("the stalled refresh held the row lock past the deadline")
+    worker.join(timeout=10)
+    assert waited < DEADLINE + 3
+    [failure] = failures
+    assert isinstance(failure, DeadlineExceeded)
+    stored = Connection.objects.get(pk=connection.pk)
+    assert stored.status == Connection.Status.ERROR and stored.access_token == "access-token-1"
