@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
-import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from http.client import HTTPException
@@ -32,6 +31,7 @@ from django.views.decorators.debug import sensitive_variables
 from urllib3.exceptions import ProtocolError
 
 from .. import conf
+from .._internal.bounded_body import ACCEPT_ENCODING, BodyRefused, read_bounded
 from .._internal.deadline import Deadline, deadline_scope
 from .._internal.http import shared_session
 from .._internal.redact import provider_words, secret_values
@@ -52,9 +52,6 @@ if TYPE_CHECKING:
 DEAD_GRANT_ERRORS = frozenset({"invalid_grant"})
 # ... and those that mean our client id/secret is wrong: an operator must fix configuration.
 BAD_CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
-# The encodings we offer, and so the only ones we decode (with a bound on the decoded size).
-ACCEPT_ENCODING = "gzip, deflate"
-_CHUNK = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -227,39 +224,19 @@ class ProviderClient:
     def _read(self, response: requests.Response, where: str, secrets: list[str]) -> bytes:
         """The body, at most ``MAX_RESPONSE_BYTES`` of it once decoded, read as a stream."""
         limit = conf.max_response_bytes()
-        too_big = self.error(
-            UnusableAnswer,
-            f"{where} answered with more than {limit:,} bytes (MAX_RESPONSE_BYTES); nothing "
-            "of it was used.",
-            status_code=response.status_code,
-        )
-        declared = response.headers.get("Content-Length", "").strip()
-        if declared.isascii() and declared.isdigit() and int(declared) > limit:
-            raise too_big
-        decode = _decoder(response.headers.get("Content-Encoding", ""))
-        if decode is None:
+        try:
+            return read_bounded(response, limit)
+        except BodyRefused as refused:
+            encoding = provider_words(response.headers.get("Content-Encoding"), secrets, 40)
+            message = {
+                "too big": f"answered with more than {limit:,} bytes (MAX_RESPONSE_BYTES); "
+                "nothing of it was used",
+                "encoding": f"answered in an encoding we did not ask for ({encoding})",
+                "undecodable": "answered with a compressed body that does not decompress",
+            }[refused.reason]
             raise self.error(
-                UnusableAnswer,
-                f"{where} answered in an encoding we did not ask for "
-                f"({provider_words(response.headers.get('Content-Encoding'), secrets, 40)}).",
-                status_code=response.status_code,
-            )
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in response.raw.stream(_CHUNK, decode_content=False):
-            try:
-                data = decode(chunk, limit + 1 - size)
-            except zlib.error:
-                raise self.error(
-                    UnusableAnswer,
-                    f"{where} answered with a compressed body that does not decompress.",
-                    status_code=response.status_code,
-                ) from None
-            size += len(data)
-            if size > limit:
-                raise too_big
-            chunks.append(data)
-        return b"".join(chunks)
+                UnusableAnswer, f"{where} {message}.", status_code=response.status_code
+            ) from None
 
     # Reading ------------------------------------------------------------------------------------
 
@@ -343,38 +320,6 @@ def _parse_json(body: bytes) -> Any:
         return json.loads(body)
     except (ValueError, RecursionError):
         return None
-
-
-class _Inflater:
-    """Decodes successive chunks of a gzip or deflate body, each into at most ``most`` bytes, so
-    a small compressed body can't expand past the size limit in memory."""
-
-    def __init__(self, raw_deflate_possible: bool) -> None:
-        # 47: a gzip or zlib header, detected. Some servers send raw deflate as "deflate".
-        self.inflater = zlib.decompressobj(47)
-        self.raw_deflate_possible = raw_deflate_possible
-
-    def __call__(self, chunk: bytes, most: int) -> bytes:
-        try:
-            return self.inflater.decompress(chunk, most)
-        except zlib.error:
-            if not self.raw_deflate_possible:
-                raise
-            self.raw_deflate_possible = False
-            self.inflater = zlib.decompressobj(-15)
-            return self.inflater.decompress(chunk, most)
-
-
-def _decoder(content_encoding: str) -> Callable[[bytes, int], bytes] | None:
-    """A function decoding successive chunks of a body in ``content_encoding`` into at most the
-    given number of bytes each (reaching it means "too big"), or None for an encoding we did
-    not offer."""
-    encoding = content_encoding.strip().lower()
-    if encoding in ("", "identity"):
-        return lambda chunk, _most: chunk
-    if encoding in ("gzip", "x-gzip", "deflate"):
-        return _Inflater(raw_deflate_possible=encoding == "deflate")
-    return None
 
 
 class _BasicAuth(requests.auth.AuthBase):
