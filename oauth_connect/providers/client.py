@@ -47,6 +47,10 @@ from ..exceptions import (
 if TYPE_CHECKING:
     from ..models import Connection
 
+# provider_words is public here: a provider class puts what its provider said in its own errors
+# through it (docs/providers/writing-a-provider.md).
+__all__ = ["Answer", "ProviderClient", "provider_words"]
+
 
 # OAuth2 error codes (RFC 6749 §5.2) that mean the grant itself is dead: a person must reconnect.
 DEAD_GRANT_ERRORS = frozenset({"invalid_grant"})
