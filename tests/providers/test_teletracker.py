@@ -451,3 +451,29 @@ def test_a_secret_straddling_the_length_cut_is_masked_whole(
 
     assert "refresh-t" not in str(info.value)
     assert "refresh-t" not in Connection.objects.get(pk=expired_connection.pk).last_error
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "odd",
+    [
+        # Millennia apart: our expiry plus their difference overflows a datetime.
+        {"tokenExpiration": "0001-01-01T00:00:00+00:00"},
+        {"refreshTokenExpiration": "not a date", "tokenLifetime": "1e999"},
+        {"refreshTokenExpiration": ["2026-12-22"], "tokenExpiration": {"a": 1}},
+    ],
+)
+def test_nonsense_dates_still_store_the_rotated_tokens(
+    http_mock: responses.RequestsMock, expired_connection: Connection, odd: dict[str, Any]
+) -> None:
+    # By the time the dates are read, the old refresh token is spent: the new tokens must be
+    # stored whatever the dates say, with an unknown expiry.
+    body = {**answer(2), "refreshTokenExpiration": "9999-12-31T23:59:59+00:00", **odd}
+    http_mock.add(responses.POST, REFRESH_URL, json=body)
+
+    assert refresh_connection(expired_connection) is True
+
+    stored = Connection.objects.get(pk=expired_connection.pk)
+    assert (stored.access_token, stored.refresh_token) == (body["token"], body["refreshToken"])
+    assert stored.status == Connection.Status.ACTIVE
+    assert stored.refresh_expires_at is None
