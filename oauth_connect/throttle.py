@@ -15,11 +15,13 @@ from typing import Any
 from django.core.cache import caches
 
 from . import conf
+from ._internal.log import logger, provider_fields
 
 
-def count_credential_attempt(user_pk: Any, tenant_pk: Any) -> int | None:
-    """Count one attempt to connect with credentials by the user ``user_pk`` for the tenant
-    ``tenant_pk``, before the provider is called (accepted or refused, it counts the same).
+def count_credential_attempt(user_pk: Any, tenant_pk: Any, provider_id: str) -> int | None:
+    """Count one attempt to connect ``provider_id`` with credentials by the user ``user_pk`` for
+    the tenant ``tenant_pk``, before the provider is called (accepted or refused, it counts the
+    same; the limits are across providers).
 
     Returns None when the attempt may go ahead, or the seconds until the window ends when the
     user's or the tenant's limit is used up. An attempt the user's own limit refuses leaves the
@@ -27,6 +29,20 @@ def count_credential_attempt(user_pk: Any, tenant_pk: Any) -> int | None:
     limits = conf.credential_throttle()
     if limits is None:
         return None
+    try:
+        return _count(limits, user_pk, tenant_pk)
+    except Exception:
+        # The cache is down. Failing open keeps every tenant able to connect meanwhile; the
+        # provider's own lockout still stands, and operators read why the limit lapsed.
+        logger.exception(
+            "Credential connects are not throttled: the %r cache failed",
+            limits["CACHE"],
+            extra=provider_fields(provider_id, "throttle_unavailable", tenant_id=tenant_pk),
+        )
+        return None
+
+
+def _count(limits: dict[str, Any], user_pk: Any, tenant_pk: Any) -> int | None:
     window = int(limits["WINDOW"])
     now = time.time()
     index = int(now // window)

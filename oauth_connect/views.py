@@ -202,7 +202,9 @@ class ConnectView(TenantViewMixin, TemplateView):
         provider = self.get_provider(provider_id)
         form = CredentialsForm(provider, request.POST)
         if form.is_valid() and self.label_is_free(form, provider_id):
-            seconds_left = throttle.count_credential_attempt(request.user.pk, self.tenant.pk)
+            seconds_left = throttle.count_credential_attempt(
+                request.user.pk, self.tenant.pk, provider_id
+            )
             if seconds_left is not None:
                 return self.refuse_attempt(form, provider, seconds_left)
             try:

@@ -116,7 +116,11 @@ class _LogLineChecker(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         # Lines about many connections at once (a crashed worker, a Celery fan-out) name none.
-        about_many = getattr(record, "event", None) in {"refresh_crashed", "refreshes_enqueued"}
+        about_many = getattr(record, "event", None) in {
+            "refresh_crashed",
+            "refreshes_enqueued",
+            "watchdog_failed",
+        }
         needed = ("event",) if about_many else ("event", "provider")
         missing = [name for name in needed if not hasattr(record, name)]
         if missing:

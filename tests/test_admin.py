@@ -511,3 +511,30 @@ def test_view_only_staff_cannot_run_actions_or_delete(
     assert response.status_code in (200, 302)
     delete_url = reverse("admin:oauth_connect_connection_delete", args=[secret_connection.pk])
     assert client.get(delete_url).status_code == 403
+
+
+@pytest.mark.parametrize("action", ["disconnect", "forget_password", "refresh_now"])
+def test_a_busy_connection_is_a_message_in_every_bulk_action(
+    admin_client: Any,
+    secret_connection: Connection,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    action: str,
+) -> None:
+    # Another thread of this process holds the connection (its per-process lock, taken first
+    # on every database): the action waits its bounded time, then says so, changing nothing.
+    from django.db import router
+
+    from oauth_connect import conf
+    from oauth_connect.services.locking import _process_lock
+
+    settings.OAUTH_CONNECT = {**settings.OAUTH_CONNECT, "HTTP_DEADLINE": 0.05}
+    monkeypatch.setattr(conf, "LOCK_WAIT_MARGIN", 0.0)
+    holder = _process_lock((router.db_for_write(Connection), secret_connection.pk))
+    with holder.lock:
+        response = run_action(admin_client, action, secret_connection)
+
+    assert response.status_code == 200
+    [(level, text)] = [m for m in messages_of(response) if m[0] == ERROR]
+    assert "is being changed by another worker" in text
+    assert reload(secret_connection).access_token == ACCESS

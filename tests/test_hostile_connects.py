@@ -116,12 +116,6 @@ def test_a_provider_class_bug_at_the_callback_is_a_plain_message(
     assert not Connection.objects.exists()
 
 
-def test_an_anonymous_callback_never_forwards_its_code(client: Client) -> None:
-    response = client.get(CALLBACK, {"code": "secret-code-123", "state": "s"})
-    assert response.status_code == 302
-    assert "secret-code-123" not in response["Location"]
-
-
 def test_the_pending_authorizations_repr_hides_state_and_verifier(
     logged_in_client: Client,
 ) -> None:

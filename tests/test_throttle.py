@@ -226,3 +226,22 @@ def test_attempts_are_counted_in_the_configured_cache(
     caches["throttle"].clear()
 
     assert attempt(logged_in_client).status_code == 200
+
+
+def test_a_cache_outage_lets_the_attempt_through_and_says_why(
+    logged_in_client: Client,
+    refusing_provider: responses.RequestsMock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: Any,
+) -> None:
+    # Fail open: a Redis outage must not stop every tenant from connecting. The operator reads
+    # why the limit lapsed.
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("cache unreachable")
+
+    monkeypatch.setattr(caches["default"], "add", down)
+    response = attempt(logged_in_client)
+    assert response.status_code == 200  # the form again, with the provider's refusal
+    assert len(refusing_provider.calls) == 1
+    [record] = [r for r in caplog.records if getattr(r, "event", "") == "throttle_unavailable"]
+    assert record.levelno == logging.ERROR and record.provider == "custobar"

@@ -46,6 +46,8 @@ def read_bounded(response: requests.Response, limit: int) -> bytes:
         if size > limit:
             raise BodyRefused("too big")
         chunks.append(data)
+    if isinstance(decode, _Inflater) and not decode.inflater.eof:
+        raise BodyRefused("undecodable")  # cut short: the compressed stream never ended
     return b"".join(chunks)
 
 

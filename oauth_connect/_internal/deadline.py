@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .log import logger
+
 
 class Deadline:
     """A point on the monotonic clock that several calls (say, a refresh and the login it
@@ -54,6 +56,9 @@ _local = threading.local()
 def deadline_scope(deadline: Deadline) -> Iterator[Deadline]:
     """Within the block, every connection this thread sends on is cut when ``deadline``
     passes. Scopes nest: the innermost one applies."""
+    if not deadline._done:  # already armed by an enclosing scope: that one disarms it
+        yield deadline
+        return
     previous = getattr(_local, "deadline", None)
     _local.deadline = deadline
     _watchdog().arm(deadline)
@@ -81,21 +86,35 @@ def watch(sock_or_connection: Any) -> None:
 
 def _cut(watchdog: _Watchdog, deadline: Deadline) -> None:
     # Under the lock, so that a call finishing at this very moment either disarms first (and
-    # nothing is cut) or sees ``passed`` once it has: never a late shutdown of a kept-alive
-    # connection that the thread's next call is already using. A shutdown doesn't block.
+    # nothing is cut) or sees ``passed`` once it has: the thread's next call never has its
+    # kept-alive connection shut by a late cut. (A session shared between threads, which
+    # requests doesn't support anyway, could still see another thread's cut.) A shutdown
+    # doesn't block.
     with watchdog.lock:
         if deadline._done:
             return
         deadline.passed = True
         targets, deadline._sockets = deadline._sockets, []
         for target in targets:
-            sock = target if isinstance(target, socket.socket) else getattr(target, "sock", None)
+            sock = _socket_of(target)
             if sock is None:
                 continue
             # The plain socket's shutdown, even under TLS: it ends the blocked read at once
             # without touching the SSL object another thread is using. OSError: already closed.
             with contextlib.suppress(OSError):
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _socket_of(target: Any) -> socket.socket | None:
+    """The OS socket under a socket, an HTTP connection (``.sock``) or urllib3's TLS-in-TLS
+    transport (``.socket``, through an HTTPS proxy); None when there is none (yet)."""
+    for _ in range(3):
+        if isinstance(target, socket.socket):
+            return target
+        target = getattr(target, "sock", None) or getattr(target, "socket", None)
+        if target is None:
+            return None
+    return None
 
 
 class _Watchdog:
@@ -109,6 +128,9 @@ class _Watchdog:
         self.wakeup = threading.Condition(self.lock)
         self.thread = threading.Thread(target=self.run, name="oauth_connect-deadlines", daemon=True)
         self.thread.start()
+
+    def alive(self) -> bool:
+        return self.pid == os.getpid() and self.thread.is_alive()
 
     def arm(self, deadline: Deadline) -> None:
         with self.wakeup:
@@ -124,18 +146,28 @@ class _Watchdog:
             deadline._sockets = []
 
     def run(self) -> None:
+        # Nothing may end this loop: without it no deadline in the process is enforced.
         while True:
-            due: list[Deadline] = []
-            with self.wakeup:
-                now = time.monotonic()
-                while self.heap and (self.heap[0][2]._done or self.heap[0][0] <= now):
-                    _at, _order, deadline = heapq.heappop(self.heap)
-                    if not deadline._done:
-                        due.append(deadline)
-                if not due:
-                    self.wakeup.wait(self.heap[0][0] - now if self.heap else None)
-            for deadline in due:
-                _cut(self, deadline)
+            try:
+                self._once()
+            except Exception:  # pragma: no cover - a bug here must not stop the others
+                logger.exception(
+                    "The deadline watchdog failed; carrying on", extra={"event": "watchdog_failed"}
+                )
+
+    def _once(self) -> None:
+        """Cut the deadlines that have passed, or sleep until the next one (or a new one)."""
+        due: list[Deadline] = []
+        with self.wakeup:
+            now = time.monotonic()
+            while self.heap and (self.heap[0][2]._done or self.heap[0][0] <= now):
+                _at, _order, deadline = heapq.heappop(self.heap)
+                if not deadline._done:
+                    due.append(deadline)
+            if not due:
+                self.wakeup.wait(self.heap[0][0] - now if self.heap else None)
+        for deadline in due:
+            _cut(self, deadline)
 
 
 _instance: _Watchdog | None = None
@@ -143,9 +175,9 @@ _instance: _Watchdog | None = None
 
 def _watchdog() -> _Watchdog:
     global _instance
-    if _instance is None or _instance.pid != os.getpid():  # none yet, or forked since
+    if _instance is None or not _instance.alive():  # none yet, forked since, or it died
         with _start_guard:
-            if _instance is None or _instance.pid != os.getpid():
+            if _instance is None or not _instance.alive():
                 _instance = _Watchdog()
     return _instance
 

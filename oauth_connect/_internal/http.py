@@ -65,6 +65,17 @@ class WatchedAdapter(HTTPAdapter):
         return manager
 
 
+def ends_at_close(response: requests.Response) -> bool:
+    """Whether the answer's body had no length and no chunks, so that only the connection's
+    close ended it: a deadline's cut then looks like the end, and the body may be a fragment.
+    (A cut through a length or chunk-framed body fails loudly instead.)"""
+    headers = response.headers
+    return (
+        "Content-Length" not in headers
+        and "chunked" not in headers.get("Transfer-Encoding", "").lower()
+    )
+
+
 class TimeoutSession(requests.Session):
     """A ``requests.Session`` whose requests time out after ``timeout`` seconds unless the caller
     passes its own ``timeout``, over connections a deadline can cut."""

@@ -1,10 +1,10 @@
 """The ``oauth_connect`` logger and the structured fields every one of its lines carries.
 
 Each record has ``event`` (a stable name to filter or alert on) and, but for the lines about
-many connections at once, ``provider``; lines about one connection add ``connection_id`` and
-``tenant_id`` (docs/signals.md lists every event and its fields). The message and the fields
-never hold a token, password or client secret: callers pass ``ProviderError.detail``, which is
-redacted.
+many connections at once (and the deadline watchdog's), ``provider``; lines about one
+connection add ``connection_id`` and ``tenant_id`` (docs/signals.md lists every event and its
+fields). The message and the fields never hold a token, password or client secret: callers pass
+``ProviderError.detail``, which is redacted.
 """
 
 from __future__ import annotations

@@ -26,9 +26,13 @@ SECRET_KEYS = frozenset(
 MASK = "[redacted]"
 #: How much of a provider's text (an error description, a message) we keep.
 MAX_PROVIDER_WORDS = 300
-# C0 and C1 controls, DEL, and the bidirectional overrides that can make text in the admin read
-# differently from what it says. NUL alone is enough to make PostgreSQL refuse the row.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]+")
+# C0 and C1 controls, DEL, line and paragraph separators, zero-width characters and the
+# bidirectional overrides that can make text in the admin read differently from what it says,
+# and lone surrogates (JSON's "\ud800"), which no encoder takes: NUL alone is enough to make
+# PostgreSQL refuse the row, and a surrogate to make the UTF-8 encoding of it raise.
+_UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff\ud800-\udfff]+"
+)
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:

@@ -277,7 +277,8 @@ class ConnectionAdmin(ConnectionButtons):
         description=_("Forget kept password (keep only the token)"), permissions=["change"]
     )
     def forget_password(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
-        count = sum(services.forget_credentials(connection) for connection in queryset)
+        # False from forget_credentials: no password was kept, so nothing to count.
+        count = self._each(request, queryset, services.forget_credentials)
         self.message_user(
             request,
             ngettext(
@@ -293,10 +294,10 @@ class ConnectionAdmin(ConnectionButtons):
 
     @admin.action(description=_("Disconnect"), permissions=["change"])
     def disconnect(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
-        count = 0
-        for connection in queryset:
-            services.disconnect(connection)
-            count += 1
+        def disconnect(connection: Connection) -> None:
+            services.disconnect(connection)  # revoked or only wiped here: disconnected either way
+
+        count = self._each(request, queryset, disconnect)
         self.message_user(
             request,
             ngettext(

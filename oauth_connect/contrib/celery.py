@@ -17,10 +17,11 @@ fresh token and reports ``skipped`` without calling the provider.
 Retries: a provider failure (network, 5xx, 429, a refused grant) is not retried by Celery. It is
 recorded on the connection with the package's own backoff (``RETRY_BACKOFF``, the provider's
 ``Retry-After``), and a later fan-out retries it once that has passed; a Celery retry on top
-would ignore that backoff. Only a database error (``OperationalError``, ``InterfaceError``: a
-dropped connection, a lock timeout, a busy SQLite file) is retried, with exponential backoff and
-jitter, because it leaves nothing recorded. The fan-out is never retried: the next beat run
-lists the connections again.
+would ignore that backoff. A connection another worker holds past any refresh's deadline
+(``ConnectionBusy``) is reported ``skipped`` with the reason, for the next fan-out. Only a
+database error (``OperationalError``, ``InterfaceError``: a dropped connection, a busy SQLite
+file) is retried, with exponential backoff and jitter, because it leaves nothing recorded. The
+fan-out is never retried: the next beat run lists the connections again.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from urllib3.exceptions import ProtocolError
 from .. import conf
 from .._internal.bounded_body import ACCEPT_ENCODING, BodyRefused, read_bounded
 from .._internal.deadline import Deadline, deadline_scope
-from .._internal.http import shared_session
+from .._internal.http import ends_at_close, shared_session
 from .._internal.redact import provider_words, secret_values
 from ..exceptions import (
     DeadlineExceeded,
@@ -134,9 +134,11 @@ class ProviderClient:
         secrets: list[str],
         data: dict[str, Any] | None = None,
         auth: tuple[str, str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Answer:
         """Send a request and return the answer, whatever its status (network errors raise)."""
-        return self._send(method, url, what, [*secrets, *_auth_secrets(auth)], data=data, auth=auth)
+        secrets = [*secrets, *_auth_secrets(auth)]
+        return self._send(method, url, what, secrets, data=data, auth=auth, headers=headers)
 
     def where(self, what: str, url: str) -> str:
         """``the apicbase token endpoint (api.apicbase.com)``: for messages."""
@@ -159,6 +161,7 @@ class ProviderClient:
         *,
         data: dict[str, Any] | None = None,
         auth: tuple[str, str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Answer:
         where = self.where(what, url)
         if self.deadline is None:
@@ -175,7 +178,7 @@ class ProviderClient:
                     method,
                     url,
                     data=data,
-                    headers={"Accept-Encoding": ACCEPT_ENCODING},
+                    headers={**(headers or {}), "Accept-Encoding": ACCEPT_ENCODING},
                     auth=basic,
                     timeout=min(conf.http_timeout(), max(deadline.remaining(), 0.01)),
                     allow_redirects=False,
@@ -211,9 +214,11 @@ class ProviderClient:
                 f"Could not reach {where} ({reason}). Check the URL in "
                 f'OAUTH_CONNECT["PROVIDERS"]["{self.provider_id}"] and the network.',
             ) from None
-        if deadline.passed:
+        if deadline.passed and ends_at_close(response):
             # Cut while the body had no length: to http.client the shut socket looked like the
-            # end of the answer. What was read is a fragment, whatever it parses as.
+            # end of the answer. What was read is a fragment, whatever it parses as. (A framed
+            # body read in full just as the deadline passed is whole: at a rotating provider,
+            # throwing it away would lose the rotation.)
             raise self._too_slow(where)
         return Answer(response.status_code, response.headers, body, url)
 
@@ -350,8 +355,8 @@ def _basic_authorization(username: str, password: str) -> str:
 
 
 def _auth_secrets(auth: tuple[str, str] | None) -> list[str]:
-    """The secrets in HTTP basic credentials, as a provider might echo them: the password, the
-    username with it, and the header value."""
+    """The secrets in HTTP basic credentials, as a provider might echo them: the password, and
+    the header's base64 of username and password."""
     if auth is None:
         return []
     return [auth[1], _basic_authorization(*auth).removeprefix("Basic ")]

@@ -21,7 +21,12 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from .._internal.log import logger
-from ..exceptions import AwaitingReauthorization, ConnectionUnavailable, OAuthConnectError
+from ..exceptions import (
+    AwaitingReauthorization,
+    ConnectionBusy,
+    ConnectionUnavailable,
+    OAuthConnectError,
+)
 from ..models import IN_USE_STATUSES, Connection
 from .refresh import refresh_when
 
@@ -173,6 +178,11 @@ def _refresh_if_due(pk: int, within: timedelta, started: datetime) -> RefreshRes
         # Disconnected, deleted or marked for reauthorization since we listed it: not a failure
         # of this run. Report the row as it is (the bare instance above holds only defaults).
         return _result(err.connection or connection, "skipped")
+    except ConnectionBusy as err:
+        # Another worker has held it past any refresh's deadline: it is that worker's to finish
+        # (or, if stuck, the next run's to retry). Said, not counted as this run's failure.
+        row = Connection.objects.filter(pk=pk).first() or connection
+        return _result(row, "skipped", err.detail)
     except OAuthConnectError as err:
         return _result(err.connection or connection, "failed", err.detail)
     return _result(connection, "refreshed" if refreshed else "skipped")

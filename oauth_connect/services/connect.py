@@ -31,8 +31,8 @@ from .validation import check_tokens
 #: As long as the connect form allows: what a person types, not a document.
 MAX_CREDENTIAL_LENGTH = 500
 # C0 controls and DEL: NUL is refused by PostgreSQL, CR/LF would end a header line, and no
-# username, password or account id has any.
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
+# username, password or account id has any. Lone surrogates can't even be encoded.
+_CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 @sensitive_variables()

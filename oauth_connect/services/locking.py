@@ -8,6 +8,7 @@ row locks (SQLite) a per-process lock does the job for the threads of one proces
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,22 +46,27 @@ def _process_lock(key: tuple[str, int]) -> _ProcessLock:
 def locked_connection(pk: int) -> Iterator[Connection]:
     """The connection's current row, locked against other refreshes until the block ends.
 
-    Waits at most ``conf.lock_wait()`` seconds (the provider deadline plus a margin: longer
-    than any holder needs), then raises ``ConnectionBusy`` having changed nothing.
+    Waits at most ``conf.lock_wait()`` seconds in all (the provider deadline plus a margin:
+    longer than any holder needs), then raises ``ConnectionBusy`` having changed nothing.
     """
     alias = router.db_for_write(Connection)
     wait = conf.lock_wait()
+    waiting_since = time.monotonic()
     holder = _process_lock((alias, pk))  # keep a strong reference while we hold the lock
     if not holder.lock.acquire(timeout=wait):
         raise _busy(pk, wait)
     try:
-        if connections[alias].features.has_select_for_update:
+        connection = connections[alias]
+        if connection.features.has_select_for_update:
+            # A transaction of the caller's (atomic, or autocommit turned off) outlives ours.
+            callers = connection.in_atomic_block or not connection.get_autocommit()
+            left = max(wait - (time.monotonic() - waiting_since), 0.001)
             with transaction.atomic(using=alias):
-                with _lock_timeout(alias, wait):
+                with _lock_timeout(alias, left, restore=callers):
                     try:
                         current = _load(Connection.objects.using(alias).select_for_update(), pk)
                     except OperationalError as err:
-                        if getattr(err.__cause__, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+                        if _sqlstate(err) == LOCK_NOT_AVAILABLE:
                             raise _busy(pk, wait) from err
                         raise
                 yield current
@@ -77,20 +83,26 @@ def locked_connection(pk: int) -> Iterator[Connection]:
 LOCK_NOT_AVAILABLE = "55P03"
 
 
+def _sqlstate(err: OperationalError) -> str | None:
+    cause = err.__cause__
+    # psycopg 3 says sqlstate; psycopg2 says pgcode.
+    return getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+
+
 @contextmanager
-def _lock_timeout(alias: str, seconds: float) -> Iterator[None]:
+def _lock_timeout(alias: str, seconds: float, *, restore: bool) -> Iterator[None]:
     """PostgreSQL waits for a row lock forever unless told otherwise: bound the wait for the
     lock below. ``SET LOCAL`` ends with the transaction; inside a transaction of the caller's
-    (which outlives ours), the caller's own value is put back once the lock is ours."""
+    (``restore``), which outlives ours, the caller's own value is put back once the lock is
+    ours (a failed wait rolls our savepoint back, and the value with it)."""
     connection = connections[alias]
     if connection.vendor != "postgresql":
         yield
         return
     milliseconds = f"{max(round(seconds * 1000), 1)}ms"
-    nested = len(connection.atomic_blocks) > 1
     with connection.cursor() as cursor:
         previous = None
-        if nested:
+        if restore:
             cursor.execute("SHOW lock_timeout")
             previous = cursor.fetchone()[0]
         cursor.execute("SELECT set_config('lock_timeout', %s, true)", [milliseconds])

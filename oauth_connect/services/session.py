@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from .. import conf
 from .._internal.deadline import Deadline, deadline_scope
-from .._internal.http import TimeoutSession
+from .._internal.http import TimeoutSession, ends_at_close
 from .._internal.log import connection_fields, logger
 from ..exceptions import (
     ConnectionBusy,
@@ -104,7 +104,15 @@ class ConnectionSession(TimeoutSession):
             self._refresh_ahead_of_expiry()
         if not self._sendable:
             # Stored before tokens were checked on arrival, and unfit for a header (CR/LF...):
-            # to the API it would be a refused token, so get a new one the same way.
+            # to the API it would be a refused token, so get a new one the same way, unless
+            # renewing is backing off after failing (then not on every request).
+            if self._backing_off():
+                raise ProviderError(
+                    "Its stored access token can't be sent in an HTTP header, and renewing it "
+                    f"failed ({self.connection.last_error}); the next try is after "
+                    f"{self.connection.retry_not_before:%Y-%m-%d %H:%M:%S %Z}.",
+                    connection=self.connection,
+                )
             self._refresh_rejected()
         response = self._send(deadline, method, url, *args, **kwargs)
         if (
@@ -123,16 +131,25 @@ class ConnectionSession(TimeoutSession):
         limit = Deadline(deadline)
         try:
             with deadline_scope(limit):
-                return super().request(*args, **kwargs)
+                response = super().request(*args, **kwargs)
         except requests.RequestException as err:
             if not limit.passed:
                 raise
-            raise DeadlineExceeded(
-                f"The {self.provider.display_name} API did not finish answering within "
-                f"{deadline:g} seconds, so the request was cut off. Pass deadline= for a longer "
-                "request (None: no deadline).",
-                connection=self.connection,
-            ) from err
+            raise self._too_slow(deadline) from err
+        if limit.passed and (kwargs.get("stream") or ends_at_close(response)):
+            # Cut, though it looks whole: a body that only the close ends is a fragment, and a
+            # streamed one would be read from a shut socket.
+            response.close()
+            raise self._too_slow(deadline)
+        return response
+
+    def _too_slow(self, deadline: float) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"The {self.provider.display_name} API did not finish answering within "
+            f"{deadline:g} seconds, so the request was cut off. Pass deadline= for a longer "
+            "request (None: no deadline).",
+            connection=self.connection,
+        )
 
     def _refresh_rejected(self) -> None:
         try:

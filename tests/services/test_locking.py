@@ -130,3 +130,36 @@ def test_the_bound_does_not_leak_into_the_callers_transaction(
         assert refresh_connection(connection) is False
         cursor.execute("SHOW lock_timeout")
         assert cursor.fetchone()[0] == "7s"
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_bound_does_not_leak_into_a_transaction_with_autocommit_off(
+    make_connection: Any, http_mock: responses.RequestsMock
+) -> None:
+    connection = make_connection()
+    transaction.set_autocommit(False)
+    try:
+        with db_connection.cursor() as cursor:
+            cursor.execute("SET LOCAL lock_timeout = '7s'")
+            assert refresh_connection(connection) is False
+            cursor.execute("SHOW lock_timeout")
+            assert cursor.fetchone()[0] == "7s"
+        transaction.rollback()
+    finally:
+        transaction.set_autocommit(True)
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_timed_out_wait_inside_the_callers_transaction_leaves_its_value(
+    make_connection: Any, http_mock: responses.RequestsMock, row_lock_elsewhere: Any
+) -> None:
+    connection = expired(make_connection)
+    row_lock_elsewhere(connection.pk)
+    with transaction.atomic(), db_connection.cursor() as cursor:
+        cursor.execute("SET LOCAL lock_timeout = '7s'")
+        with pytest.raises(ConnectionBusy):
+            refresh_connection(connection)
+        cursor.execute("SHOW lock_timeout")
+        assert cursor.fetchone()[0] == "7s"

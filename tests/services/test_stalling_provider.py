@@ -21,6 +21,7 @@ from tests.conftest import apicbase_settings, oauth_connect_settings, requires_p
 from tests.hostile_server import (
     HostileServer,
     drip,
+    head,
     hostile_server_fixture,  # noqa: F401 - the fixture
     json_response,
 )
@@ -62,6 +63,22 @@ def test_a_dripping_api_answer_is_cut_off_at_the_deadline(
     # An API that is slow says nothing about the tokens: the connection is untouched.
     stored = Connection.objects.get(pk=connection.pk)
     assert (stored.status, stored.consecutive_failures) == (Connection.Status.ACTIVE, 0)
+
+
+@pytest.mark.django_db
+def test_a_body_only_the_close_would_end_is_never_returned_cut(
+    api: HostileServer, make_connection: Any
+) -> None:
+    # No Content-Length, no chunks: to http.client the deadline's cut looks like the end of the
+    # body. The session must not hand the fragment back as a 200.
+    body = b'{"results": [' + b'{"id": 1}, ' * 20 + b"{}]}"
+    api.answer(
+        head(200, [("Content-Type", "application/json"), ("Connection", "close")]),
+        drip(body, step=1, every=0.1),
+    )
+    with pytest.raises(DeadlineExceeded):
+        make_connection().session().get("me/")
+    assert api.finished().hung_up
 
 
 @pytest.mark.django_db

@@ -205,3 +205,79 @@ def test_the_session_follows_a_redirect_within_the_api(
 def test_a_secret_with_a_control_character_inside_is_still_masked() -> None:
     said = provider_words(f"bad {SECRET[:6]}\x00{SECRET[6:]} here", [SECRET])
     assert said == f"bad {MASK} here"
+
+
+@pytest.mark.django_db
+def test_a_lone_surrogate_in_a_providers_words_is_recorded_not_raised(
+    http_mock: responses.RequestsMock, make_connection: Any
+) -> None:
+    # JSON's "\ud800" decodes to a character no encoder takes: the failure must still be stored.
+    http_mock.add(
+        responses.POST,
+        TOKEN_URL,
+        status=400,
+        json={"error": "server_error", "error_description": "bad \ud800 thing"},
+    )
+    connection = make_connection(expires_at=timezone.now() - timedelta(minutes=1))
+    with pytest.raises(ProviderError):
+        connection.session().get("me/")
+    stored = Connection.objects.get(pk=connection.pk)
+    assert stored.status == "error" and stored.retry_not_before is not None
+    assert "bad thing" in " ".join(stored.last_error.split())
+    stored.last_error.encode()  # nothing left that can't be encoded
+
+
+@pytest.mark.django_db
+def test_an_unsendable_token_backing_off_does_not_call_the_provider_every_time(
+    http_mock: responses.RequestsMock, make_connection: Any
+) -> None:
+    http_mock.add(responses.POST, TOKEN_URL, status=503, json={"error": "unavailable"})
+    connection = make_connection(access_token="stale\r\ntoken")
+    session = connection.session()
+    for _ in range(3):
+        with pytest.raises(ProviderError):
+            session.get("me/")
+    assert len(http_mock.calls) == 1  # once, then the backoff holds
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(lambda gz: gz[: len(gz) // 2], id="cut-short"),
+        pytest.param(lambda gz: b"not gzip at all", id="not-gzip"),
+    ],
+)
+def test_a_compressed_body_that_does_not_end_or_decompress_is_unusable(
+    http_mock: responses.RequestsMock, body: Any
+) -> None:
+    import gzip
+
+    from oauth_connect.exceptions import UnusableAnswer
+
+    compressed = gzip.compress(json.dumps(token_body(2)).encode() * 20)
+    http_mock.add(
+        responses.POST, TOKEN_URL, body=body(compressed), headers={"Content-Encoding": "gzip"}
+    )
+    with pytest.raises(UnusableAnswer, match="compressed body that does not decompress"):
+        ProviderClient("apicbase").post_form(TOKEN_URL, {"grant_type": "refresh_token"})
+
+
+def test_the_watchdog_cuts_the_socket_under_any_wrapper_and_ignores_the_rest() -> None:
+    import socket
+
+    from oauth_connect._internal.deadline import _socket_of
+
+    class TLSInTLS:  # urllib3's SSLTransport keeps the OS socket as .socket
+        def __init__(self, sock: socket.socket) -> None:
+            self.socket = sock
+
+    class Connection_:
+        def __init__(self, sock: Any) -> None:
+            self.sock = sock
+
+    with socket.socket() as sock:
+        assert _socket_of(sock) is sock
+        assert _socket_of(Connection_(sock)) is sock
+        assert _socket_of(Connection_(TLSInTLS(sock))) is sock
+    assert _socket_of(Connection_(None)) is None
+    assert _socket_of(Connection_(object())) is None
