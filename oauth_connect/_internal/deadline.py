@@ -165,7 +165,9 @@ class _Watchdog:
                 if not deadline._done:
                     due.append(deadline)
             if not due:
-                self.wakeup.wait(self.heap[0][0] - now if self.heap else None)
+                # Capped: a deadline of 1e10 (or inf) seconds is a value callers may pass, and
+                # too long a wait raises OverflowError. Waking once a minute costs nothing.
+                self.wakeup.wait(min(self.heap[0][0] - now, 60.0) if self.heap else None)
         for deadline in due:
             _cut(self, deadline)
 

@@ -4,6 +4,7 @@ provider can hang a worker."""
 
 from __future__ import annotations
 
+import os
 import threading
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
@@ -20,16 +21,27 @@ USER_AGENT = f"oauth-connect/{__version__}"
 
 
 class _Watched:
-    """Registers each socket it opens, and itself on each request it sends (a kept-alive
-    connection opens no socket), with the thread's current deadline."""
+    """Registers its sockets with the thread's current deadline: the plain one as soon as it
+    is open (for connecting), the one it ends up using once connected (under TLS another
+    object, which took the plain one's descriptor over), and that one again on each request
+    (a kept-alive connection opens nothing). The socket objects themselves: http.client
+    forgets ``self.sock`` as soon as an answer says the connection will close, while the body
+    is still being read from it."""
+
+    sock: Any
 
     def _new_conn(self) -> Any:
         sock = super()._new_conn()  # type: ignore[misc]
         watch(sock)
         return sock
 
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        watch(self.sock)
+
     def request(self, *args: Any, **kwargs: Any) -> Any:
-        watch(self)
+        if self.sock is not None:
+            watch(self.sock)
         return super().request(*args, **kwargs)  # type: ignore[misc]
 
 
@@ -95,6 +107,9 @@ class TimeoutSession(requests.Session):
 
 
 _local = threading.local()
+# A child process must not share the parent's kept-alive connections: both would read from
+# one socket. (The forking thread is the child's only thread, so its locals are all there is.)
+os.register_at_fork(after_in_child=lambda: _local.__dict__.clear())
 
 
 def shared_session() -> TimeoutSession:
