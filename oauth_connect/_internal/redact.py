@@ -3,6 +3,7 @@ gone, length bounded, in that order (a cut through a secret would leave its star
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import re
@@ -51,13 +52,24 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
 
 
 def _encodings(secret: str) -> tuple[str, ...]:
+    raw = secret.encode()
+    b64 = base64.b64encode(raw).decode()
+    urlsafe = base64.urlsafe_b64encode(raw).decode()
     return (
         secret,
         quote(secret, safe=""),
+        quote(secret, safe="").lower(),  # lower-case %2f escapes
+        quote(secret),  # "/" left as it is, as JavaScript's encodeURI does
         quote_plus(secret),
         json.dumps(secret)[1:-1],
         json.dumps(secret, ensure_ascii=False)[1:-1],
         html.escape(secret),
+        b64,
+        b64.rstrip("="),
+        urlsafe,
+        urlsafe.rstrip("="),
+        raw.hex(),
+        raw.hex().upper(),
     )
 
 

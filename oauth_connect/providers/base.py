@@ -75,6 +75,8 @@ def expiry_from_lifetime(seconds: Any) -> datetime | None:
     number or absurdly long. Never raises: by the time we parse this, a rotating provider has
     already invalidated our old refresh token, so the new tokens must be stored whatever it is.
     """
+    if isinstance(seconds, bool):  # JSON's true is no number of seconds (float(True) is 1.0)
+        return None
     try:
         lifetime = float(seconds)
         if not 0 <= lifetime <= MAX_LIFETIME_SECONDS:

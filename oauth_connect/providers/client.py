@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import requests
 import requests.auth
+import urllib3.exceptions
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 from urllib3.exceptions import ProtocolError
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 
 # provider_words is public here: a provider class puts what its provider said in its own errors
 # through it (docs/providers/writing-a-provider.md).
-__all__ = ["Answer", "ProviderClient", "provider_words"]
+__all__ = ["Answer", "ProviderClient", "broken_answer", "provider_words"]
 
 
 # OAuth2 error codes (RFC 6749 §5.2) that mean the grant itself is dead: a person must reconnect.
@@ -86,6 +87,8 @@ class ProviderClient:
         self.connection = connection
         self.session = session or shared_session()
         self.deadline: Deadline | None = None
+        self._known: set[str] = set()
+        self._knows_connection = False
 
     def __repr__(self) -> str:
         return f"<ProviderClient {self.provider_id!r}>"
@@ -105,7 +108,7 @@ class ProviderClient:
         ``refused`` lists statuses with which this endpoint says "those credentials (or that
         grant) are no good": they raise ``ReauthorizationRequired`` whatever the body says.
         """
-        secrets = [*secret_values(data), *_auth_secrets(auth)]
+        secrets = self._secrets(secret_values(data), auth)
         answer = self._send("POST", url, what, secrets, data=data, auth=auth)
         return self._json(answer, what, secrets, refused)
 
@@ -120,7 +123,7 @@ class ProviderClient:
         refused: frozenset[int] = frozenset(),
     ) -> dict[str, Any]:
         """Send a bodyless request (e.g. GET with HTTP basic) and return the JSON object."""
-        secrets = _auth_secrets(auth)
+        secrets = self._secrets([], auth)
         answer = self._send(method, url, what, secrets, auth=auth)
         return self._json(answer, what, secrets, refused)
 
@@ -137,8 +140,19 @@ class ProviderClient:
         headers: dict[str, str] | None = None,
     ) -> Answer:
         """Send a request and return the answer, whatever its status (network errors raise)."""
-        secrets = [*secrets, *_auth_secrets(auth)]
+        secrets = self._secrets([*secrets, *secret_values(data)], auth)
         return self._send(method, url, what, secrets, data=data, auth=auth, headers=headers)
+
+    @sensitive_variables()
+    def _secrets(self, sent: list[str], auth: tuple[str, str] | None) -> list[str]:
+        """What a provider might echo in this call's answer, to mask: what this call sends,
+        what earlier calls of the same operation sent (a fallback login's error may quote the
+        refresh token refused a moment before), and the connection's own secrets."""
+        self._known.update(value for value in [*sent, *_auth_secrets(auth)] if value)
+        if self.connection is not None and not self._knows_connection:
+            self._knows_connection = True
+            self._known.update(_connection_secrets(self.connection))
+        return list(self._known)
 
     def where(self, what: str, url: str) -> str:
         """``the apicbase token endpoint (api.apicbase.com)``: for messages."""
@@ -196,18 +210,18 @@ class ProviderClient:
             # the provider echoes. The message carries that text through provider_words.
             if deadline.passed:
                 raise self._too_slow(where) from None
-            if isinstance(err, requests.Timeout):
+            if isinstance(err, (requests.Timeout, urllib3.exceptions.TimeoutError)):
                 raise self.error(
                     ProviderError,
                     f"{where} did not answer within {conf.http_timeout():g} seconds "
-                    "(HTTP_TIMEOUT). This is usually temporary; it will be retried.",
+                    "(HTTP_TIMEOUT). This is usually temporary.",
                 ) from None
             reason = provider_words(f"{type(err).__name__}: {err}", secrets)
-            if _broken_answer(err):
+            if broken_answer(err):
                 raise self.error(
                     ProviderError,
                     f"{where} broke off or garbled its answer ({reason}). This is usually "
-                    "temporary; it will be retried.",
+                    "temporary.",
                 ) from None
             raise self.error(
                 ProviderError,
@@ -227,7 +241,7 @@ class ProviderClient:
         return self.error(
             DeadlineExceeded,
             f"{where} did not finish answering within {seconds:g} seconds (HTTP_DEADLINE), so "
-            "the call was cut off. This is usually temporary; it will be retried.",
+            "the call was cut off. This is usually temporary.",
         )
 
     def _read(self, response: requests.Response, where: str, secrets: list[str]) -> bytes:
@@ -313,7 +327,7 @@ class ProviderClient:
         return self.error(ProviderError, f"{where} answered HTTP {status}{said}.", **kwargs)
 
 
-def _broken_answer(err: Exception) -> bool:
+def broken_answer(err: Exception) -> bool:
     """Whether ``err`` says the provider was reached but its answer was not proper HTTP (cut
     short, too many headers, a bad chunk), rather than that it could not be reached."""
     if isinstance(err, (HTTPException, ProtocolError, requests.exceptions.ChunkedEncodingError)):
@@ -352,6 +366,21 @@ def _basic_authorization(username: str, password: str) -> str:
     # in Latin-1 and fail on "Ł" or "€".
     credentials = f"{username}:{password}".encode()
     return "Basic " + base64.b64encode(credentials).decode("ascii")
+
+
+def _connection_secrets(connection: Connection) -> list[str]:
+    """The connection's tokens and kept password, as far as they can be read."""
+    values = []
+    for read in (
+        lambda: connection.access_token,
+        lambda: connection.refresh_token,
+        lambda: connection.stored_credential("password"),
+    ):
+        try:
+            values.append(read())
+        except (OAuthConnectError, ValueError):  # a key gone, kept credentials unreadable
+            continue
+    return [value for value in values if value]
 
 
 def _auth_secrets(auth: tuple[str, str] | None) -> list[str]:

@@ -161,12 +161,14 @@ class OAuth2Provider(Provider):
     ) -> TokenSet:
         """Turn a token endpoint's JSON object into a :class:`TokenSet` (RFC 6749 §5.1)."""
         access_token = body.get("access_token")
-        if not isinstance(access_token, str) or not access_token:
+        refresh_token = body.get("refresh_token")
+        if not (isinstance(access_token, str) and access_token) and not isinstance(
+            refresh_token, str
+        ):
             raise ProviderError(
                 f"The {self.provider_id} token endpoint answered without an access_token.",
                 provider=self.provider_id,
             )
-        refresh_token = body.get("refresh_token")
         scope = body.get("scope")
         if isinstance(scope, str):
             scopes: list[str] | None = scope.replace(",", " ").split()
@@ -175,8 +177,13 @@ class OAuth2Provider(Provider):
             scopes = requested_scopes
         token_type = str(body.get("token_type") or "Bearer")
         return TokenSet(
-            access_token=access_token,
-            refresh_token=refresh_token if isinstance(refresh_token, str) else None,
+            # What can't be a token becomes "", which the service layer's check refuses while
+            # storing the other token of a rotation (the provider has spent ours by now).
+            access_token=access_token if isinstance(access_token, str) else "",
+            # None: none sent, keep ours. Something that is not a string is no refresh token.
+            refresh_token=(
+                refresh_token if refresh_token is None or isinstance(refresh_token, str) else ""
+            ),
             token_type="Bearer" if token_type.lower() == "bearer" else token_type,
             scopes=scopes,
             expires_at=expiry_from_lifetime(body.get("expires_in")),

@@ -116,30 +116,43 @@ class TeleTrackerProvider(Provider):
     @sensitive_variables()
     def _tokens(self, body: dict[str, Any], secrets: list[str]) -> TokenSet:
         success = body.get("success")
-        if success is not True:
+        token, refresh_token = body.get("token"), body.get("refreshToken")
+        sent_tokens = any(isinstance(value, str) and value for value in (token, refresh_token))
+        if success is False or (success is not True and not sent_tokens):
             # The vendor's own words may echo what we sent: provider_words scrubs them (and
             # bounds them) before they reach an error, the event log or a page.
-            if success is None or isinstance(success, bool):
-                shown = repr(success)
-            else:
-                shown = repr(provider_words(success, secrets, limit=40))
             message = provider_words(body.get("message"), secrets, limit=200)
             said = f" ({message})" if message else ""
             raise ProviderError(
-                f"TeleTracker answered success: {shown}{said}.", provider=self.provider_id
+                f"TeleTracker answered success: {_shown(success, secrets)}{said}.",
+                provider=self.provider_id,
             )
-        token, refresh_token = body.get("token"), body.get("refreshToken")
-        expires_at = expiry_from_lifetime(body.get("tokenLifetime"))
-        if not (isinstance(token, str) and token and isinstance(refresh_token, str)):
+        if not sent_tokens:
             raise ProviderError(
-                "TeleTracker answered without token and refreshToken.", provider=self.provider_id
+                "TeleTracker answered without a token or a refreshToken.",
+                provider=self.provider_id,
             )
+        expires_at = expiry_from_lifetime(body.get("tokenLifetime"))
+        # Each answer rotates both (the old refresh token is spent by now): one that is missing
+        # or not a string becomes "", which the service layer's check refuses while storing
+        # the other one.
         return TokenSet(
-            access_token=token,
-            refresh_token=refresh_token,
+            access_token=token if isinstance(token, str) else "",
+            refresh_token=refresh_token if isinstance(refresh_token, str) else "",
             expires_at=expires_at,
             refresh_expires_at=_refresh_expiry(body, expires_at),
+            note=(
+                ""
+                if success is True
+                else f"TeleTracker answered success: {_shown(success, secrets)}, with tokens."
+            ),
         )
+
+
+def _shown(success: Any, secrets: list[str]) -> str:
+    if success is None or isinstance(success, bool):
+        return repr(success)
+    return repr(provider_words(success, secrets, limit=40))
 
 
 def _refresh_expiry(body: dict[str, Any], expires_at: datetime | None) -> datetime | None:

@@ -10,7 +10,7 @@ from django.utils.translation import gettext as _
 from ..exceptions import OAuthConnectError, ProviderError, UnsupportedOperation
 from ..models import Connection
 from ..providers.base import Provider
-from ..providers.client import ProviderClient
+from ..providers.client import ProviderClient, broken_answer, provider_words
 from .credentials import oauth_client_for
 from .refresh import refresh_connection, refresh_rejected_token
 
@@ -71,11 +71,20 @@ def _get(connection: Connection, provider: Provider, path: str) -> int:
     except OAuthConnectError:
         raise  # a refresh that failed says so itself (ours are requests.HTTPErrors too)
     except requests.RequestException as err:
+        # Not chained (from None): the error's text can quote the API's bytes, and an API that
+        # echoes the request would put the token there. Ours carries it through provider_words.
+        reason = provider_words(f"{type(err).__name__}: {err}", [connection.access_token])
+        if broken_answer(err):
+            raise ProviderError(
+                f"{name} broke off or garbled its answer to GET {path} ({reason}). This is "
+                "usually temporary.",
+                connection=connection,
+            ) from None
         raise ProviderError(
-            f"Could not reach {name} for GET {path} ({type(err).__name__}). Check the network "
-            "and the API URL; this is usually temporary.",
+            f"Could not reach {name} for GET {path} ({reason}). Check the network and the API "
+            "URL; this is usually temporary.",
             connection=connection,
-        ) from err
+        ) from None
     status = response.status_code
     if status in provider.expired_token_statuses:
         raise ProviderError(

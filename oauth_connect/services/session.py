@@ -9,6 +9,7 @@ provider declares) refreshes once and retries once.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from datetime import datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -114,33 +115,37 @@ class ConnectionSession(TimeoutSession):
                     connection=self.connection,
                 )
             self._refresh_rejected()
-        response = self._send(deadline, method, url, *args, **kwargs)
-        if (
-            response.status_code in self.provider.expired_token_statuses
-            and _resendable(kwargs)
-            and not self._backing_off()
-        ):
+        may_retry = _resendable(kwargs) and not self._backing_off()
+        response = self._send(deadline, may_retry, method, url, *args, **kwargs)
+        if may_retry and response.status_code in self.provider.expired_token_statuses:
+            response.close()  # first: its connection is of no more use, and its body unread
             self._refresh_rejected()
-            response.close()
-            response = self._send(deadline, method, url, *args, **kwargs)
+            response = self._send(deadline, False, method, url, *args, **kwargs)
         return response
 
-    def _send(self, deadline: float | None, *args: Any, **kwargs: Any) -> Any:
-        if deadline is None:
-            return super().request(*args, **kwargs)
-        limit = Deadline(deadline)
+    def _send(self, deadline: float | None, may_retry: bool, *args: Any, **kwargs: Any) -> Any:
+        """One request, its body read within ``deadline`` (unless the caller streams it), but
+        never the body of an answer that is about to be retried: a 401 may be 256 MiB."""
+        streamed = kwargs.get("stream", False)
+        kwargs["stream"] = True
+        limit = Deadline(deadline) if deadline is not None else None
         try:
-            with deadline_scope(limit):
+            with deadline_scope(limit) if limit is not None else nullcontext():
                 response = super().request(*args, **kwargs)
+                retried = may_retry and response.status_code in self.provider.expired_token_statuses
+                if not (streamed or retried):
+                    response.content  # noqa: B018 - read now, within the deadline
         except requests.RequestException as err:
-            if not limit.passed:
+            if limit is None or not limit.passed:
                 raise
-            raise self._too_slow(deadline) from err
-        if limit.passed and (kwargs.get("stream") or ends_at_close(response)):
+            raise self._too_slow(limit.seconds) from err
+        if limit is None:
+            return response
+        if limit.passed and (streamed or ends_at_close(response)):
             # Cut, though it looks whole: a body that only the close ends is a fragment, and a
             # streamed one would be read from a shut socket.
             response.close()
-            raise self._too_slow(deadline)
+            raise self._too_slow(limit.seconds)
         return response
 
     def _too_slow(self, deadline: float) -> DeadlineExceeded:

@@ -301,22 +301,14 @@ def test_without_a_kept_password_a_dead_refresh_token_requires_reauthorization(
     [
         (200, json.dumps({"success": False, "message": "Internal problem"}), "application/json"),
         (502, "<html><body>Bad gateway</body></html>", "text/html"),
-        (200, json.dumps({**answer(2), "token": None}), "application/json"),
-        (200, json.dumps({k: v for k, v in answer(2).items() if k != "token"}), "application/json"),
-        (
-            200,
-            json.dumps({k: v for k, v in answer(2).items() if k != "refreshToken"}),
-            "application/json",
-        ),
+        (200, json.dumps({**answer(2), "token": None, "refreshToken": 5}), "application/json"),
         (200, '{"success": true, "token": ', "application/json"),
         (200, "[1, 2]", "application/json"),
     ],
     ids=[
         "success-false",
         "html-502",
-        "null-token",
-        "no-token",
-        "no-refresh-token",
+        "neither-token-a-string",
         "invalid-json",
         "not-an-object",
     ],
@@ -477,3 +469,44 @@ def test_nonsense_dates_still_store_the_rotated_tokens(
     assert (stored.access_token, stored.refresh_token) == (body["token"], body["refreshToken"])
     assert stored.status == Connection.Status.ACTIVE
     assert stored.refresh_expires_at is None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("change", "stored"),
+    [
+        ({"token": None}, ("access-token-1", "refresh-token-2")),
+        ({"token": 42}, ("access-token-1", "refresh-token-2")),
+        ({"refreshToken": None}, ("access-token-2", "refresh-token-1")),
+        ({"refreshToken": ["x"]}, ("access-token-2", "refresh-token-1")),
+    ],
+    ids=["null-token", "numeric-token", "null-refresh-token", "list-refresh-token"],
+)
+def test_half_a_rotation_keeps_the_usable_half_and_says_so(
+    http_mock: responses.RequestsMock,
+    expired_connection: Connection,
+    change: dict[str, Any],
+    stored: tuple[str, str],
+) -> None:
+    # TeleTracker rotates both tokens on every refresh: the refresh token we sent is spent once
+    # it answers. Whichever new token is usable is kept; the failure is recorded.
+    http_mock.add(responses.POST, REFRESH_URL, json={**answer(2), **change})
+
+    with pytest.raises(ProviderError, match="can't be used: its (access|refresh) token is missing"):
+        refresh_connection(expired_connection)
+
+    row = Connection.objects.get(pk=expired_connection.pk)
+    assert (row.access_token, row.refresh_token) == stored
+    assert row.status == Connection.Status.ERROR and row.retry_not_before is not None
+    assert row.events.latest("pk").kind == "refresh_failed"
+
+
+@pytest.mark.django_db
+def test_tokens_with_an_odd_success_are_used_and_the_event_says_so(
+    http_mock: responses.RequestsMock, expired_connection: Connection
+) -> None:
+    http_mock.add(responses.POST, REFRESH_URL, json={**answer(2), "success": "true"})
+    assert refresh_connection(expired_connection) is True
+    row = Connection.objects.get(pk=expired_connection.pk)
+    assert (row.access_token, row.refresh_token) == ("access-token-2", "refresh-token-2")
+    assert "TeleTracker answered success: 'true', with tokens." in row.events.latest("pk").message

@@ -129,3 +129,81 @@ def test_a_stalled_refresh_holds_the_row_lock_no_longer_than_the_deadline(
     assert isinstance(failure, DeadlineExceeded)
     stored = Connection.objects.get(pk=connection.pk)
     assert stored.status == Connection.Status.ERROR and stored.access_token == "access-token-1"
+
+
+# More of the hostile tester's cases --------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_revocation_echoing_the_client_secret_in_its_status_line_is_masked(
+    api: HostileServer, make_connection: Any, settings: Any, caplog: Any
+) -> None:
+    from oauth_connect.services import disconnect
+    from tests.conftest import CLIENT_SECRET
+
+    settings.OAUTH_CONNECT["PROVIDERS"]["apicbase"]["REVOKE_URL"] = api.url("/revoke/")
+    api.answer(f"HTTP/1.1 2xx {CLIENT_SECRET}\r\n\r\n".encode())
+    connection = make_connection()
+    assert disconnect(connection) is False
+    event = connection.events.latest("pk")
+    assert "Revocation failed" in event.message and CLIENT_SECRET not in event.message
+    assert CLIENT_SECRET not in caplog.text
+
+
+@pytest.mark.django_db
+def test_the_body_of_a_401_that_is_retried_is_never_read(
+    api: HostileServer, make_connection: Any
+) -> None:
+    import tracemalloc
+
+    from tests.conftest import token_body
+    from tests.hostile_server import MIB, repeated
+
+    huge = 64 * MIB
+    api.answer(
+        head(401, [("Content-Length", str(huge)), ("Connection", "close")]), repeated(b"x", huge)
+    )
+    api.answer(json_response(200, token_body(2)))
+    api.answer(json_response(200, {"ok": True}))
+    session = make_connection().session()
+    tracemalloc.start()
+    try:
+        assert session.get("me/").json() == {"ok": True}
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * MIB
+    assert api.finished(1).sent < huge // 4
+
+
+@pytest.mark.django_db
+def test_a_stall_in_the_middle_of_a_body_reads_as_a_timeout(
+    api: HostileServer, make_connection: Any, settings: Any
+) -> None:
+    from oauth_connect.exceptions import ProviderError
+    from tests.hostile_server import Send
+
+    settings.OAUTH_CONNECT = {**settings.OAUTH_CONNECT, "HTTP_TIMEOUT": 0.3, "HTTP_DEADLINE": 5}
+    api.answer(
+        head(200, [("Content-Length", "100"), ("Connection", "close")]),
+        b'{"access',
+        Send(lambda: [b""], 0, every=1.0),  # then nothing for a second, past HTTP_TIMEOUT
+    )
+    connection = make_connection(expires_at=timezone.now() - timedelta(minutes=1))
+    with pytest.raises(ProviderError, match=r"did not answer within 0.3 seconds \(HTTP_TIMEOUT\)"):
+        refresh_connection(connection)
+
+
+@pytest.mark.django_db
+def test_a_garbled_api_answer_to_the_check_says_so_and_quotes_no_token(
+    api: HostileServer, make_connection: Any, settings: Any
+) -> None:
+    from oauth_connect.exceptions import ProviderError
+    from oauth_connect.services import check_connection
+
+    settings.OAUTH_CONNECT["PROVIDERS"]["apicbase"]["CHECK_PATH"] = "me/"
+    api.answer(b"HTTP/1.1 2xx Bearer access-token-1\r\n\r\n")
+    with pytest.raises(ProviderError) as info:
+        check_connection(make_connection())
+    assert "broke off or garbled its answer to GET me/" in str(info.value)
+    assert "access-token-1" not in str(info.value) and info.value.__cause__ is None

@@ -281,3 +281,74 @@ def test_the_watchdog_cuts_the_socket_under_any_wrapper_and_ignores_the_rest() -
         assert _socket_of(Connection_(TLSInTLS(sock))) is sock
     assert _socket_of(Connection_(None)) is None
     assert _socket_of(Connection_(object())) is None
+
+
+# Half a rotation, from an OAuth2 token endpoint --------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("change", "stored", "problem"),
+    [
+        ({"access_token": ""}, ("access-token-1", "refresh-token-2"), "access token is missing"),
+        ({"access_token": None}, ("access-token-1", "refresh-token-2"), "access token is missing"),
+        ({"access_token": 123}, ("access-token-1", "refresh-token-2"), "access token is missing"),
+        ({"refresh_token": 12345}, ("access-token-2", "refresh-token-1"), "refresh token is"),
+        ({"refresh_token": True}, ("access-token-2", "refresh-token-1"), "refresh token is"),
+    ],
+)
+def test_whatever_half_of_a_rotation_is_usable_is_kept_and_the_failure_said(
+    http_mock: responses.RequestsMock,
+    make_connection: Any,
+    change: dict[str, Any],
+    stored: tuple[str, str],
+    problem: str,
+) -> None:
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(2, **change))
+    connection = make_connection(expires_at=timezone.now() - timedelta(minutes=1))
+    with pytest.raises(ProviderError, match=problem):
+        connection.session().get("me/")
+    row = Connection.objects.get(pk=connection.pk)
+    assert (row.access_token, row.refresh_token) == stored
+    assert row.status == "error" and row.events.latest("pk").kind == "refresh_failed"
+
+
+@pytest.mark.django_db
+def test_a_lifetime_of_true_is_no_lifetime(
+    http_mock: responses.RequestsMock, make_connection: Any
+) -> None:
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(2, expires_in=True))
+    connection = make_connection(expires_at=timezone.now() - timedelta(minutes=1))
+    from oauth_connect.services import refresh_connection
+
+    assert refresh_connection(connection) is True
+    assert Connection.objects.get(pk=connection.pk).expires_at is None
+
+
+# Echoes of secrets this call did not send --------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_connections_own_secrets_are_masked_even_when_not_sent(
+    http_mock: responses.RequestsMock, make_connection: Any
+) -> None:
+    # A refresh sends the refresh token, not the access token; the provider quotes both, the
+    # refresh token in base64.
+    import base64
+
+    b64 = base64.b64encode(b"refresh-token-1").decode()
+    said = f"access-token-1 / {b64} still valid"
+    http_mock.add(
+        responses.POST,
+        TOKEN_URL,
+        status=400,
+        json={"error": "invalid_request", "error_description": said},
+    )
+    connection = make_connection(expires_at=timezone.now() - timedelta(minutes=1))
+    from oauth_connect.services import refresh_connection
+
+    with pytest.raises(ProviderError) as info:
+        refresh_connection(connection)
+    row = Connection.objects.get(pk=connection.pk)
+    for text in (str(info.value), row.last_error, row.events.latest("pk").message):
+        assert "access-token-1" not in text and b64 not in text
