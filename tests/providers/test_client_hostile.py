@@ -428,3 +428,23 @@ def test_a_flood_of_provider_words_is_cut(server: HostileServer) -> None:
     assert type(err) is ProviderError
     assert_says(err, server, "answered HTTP 503")
     assert len(str(err)) < 600
+
+
+def test_a_forked_child_never_shares_the_parents_kept_alive_connection(
+    server: HostileServer,
+) -> None:
+    # Both processes reading one socket could each take the other's answer.
+    import os
+
+    server.answer(json_response(200, {"ok": 1}, keep_alive=True), keep_alive=True)
+    server.answer(json_response(200, {"ok": 2}))
+    assert post(server) == {"ok": 1}  # the parent's connection, kept alive in its pool
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through its exit status
+        try:
+            os._exit(0 if post(server) == {"ok": 2} else 1)
+        except BaseException:
+            os._exit(2)
+    _pid, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert server.finished(2).connection != server.exchanges[0].connection
