@@ -15,7 +15,6 @@ treats the answer as hostile input. Every call here:
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
-import requests.auth
 import urllib3.exceptions
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 from urllib3.exceptions import ProtocolError
 
 from .. import conf
+from .._internal.basic_auth import BasicAuth, basic_auth_secrets, basic_authorization
 from .._internal.bounded_body import ACCEPT_ENCODING, BodyRefused, read_bounded
 from .._internal.deadline import Deadline, deadline_scope
 from .._internal.http import ends_at_close, shared_session
@@ -148,7 +147,7 @@ class ProviderClient:
         """What a provider might echo in this call's answer, to mask: what this call sends,
         what earlier calls of the same operation sent (a fallback login's error may quote the
         refresh token refused a moment before), and the connection's own secrets."""
-        self._known.update(value for value in [*sent, *_auth_secrets(auth)] if value)
+        self._known.update(value for value in [*sent, *basic_auth_secrets(auth)] if value)
         if self.connection is not None and not self._knows_connection:
             self._knows_connection = True
             self._known.update(_connection_secrets(self.connection))
@@ -183,7 +182,7 @@ class ProviderClient:
         deadline = self.deadline
         if deadline.remaining() <= 0:
             raise self._too_slow(where)
-        basic = _BasicAuth(_basic_authorization(*auth) if auth is not None else None)
+        basic = BasicAuth(basic_authorization(*auth) if auth is not None else None)
         try:
             with deadline_scope(deadline):
                 # No redirects: a 307/308 would re-send the form (client secret, refresh token)
@@ -345,29 +344,6 @@ def _parse_json(body: bytes) -> Any:
         return None
 
 
-class _BasicAuth(requests.auth.AuthBase):
-    """HTTP basic in UTF-8. Being an auth object also keeps requests from consulting ~/.netrc,
-    whose entry for the provider's host would otherwise replace these credentials."""
-
-    def __init__(self, header: str | None) -> None:
-        self.header = header
-
-    def __repr__(self) -> str:
-        return "<_BasicAuth>"
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        if self.header is not None:
-            request.headers["Authorization"] = self.header
-        return request
-
-
-def _basic_authorization(username: str, password: str) -> str:
-    # UTF-8, as RFC 7617 §2.1 lets a server ask for and as browsers send: requests would encode
-    # in Latin-1 and fail on "Ł" or "€".
-    credentials = f"{username}:{password}".encode()
-    return "Basic " + base64.b64encode(credentials).decode("ascii")
-
-
 def _connection_secrets(connection: Connection) -> list[str]:
     """The connection's tokens and kept password, as far as they can be read."""
     values = []
@@ -381,14 +357,6 @@ def _connection_secrets(connection: Connection) -> list[str]:
         except (OAuthConnectError, ValueError):  # a key gone, kept credentials unreadable
             continue
     return [value for value in values if value]
-
-
-def _auth_secrets(auth: tuple[str, str] | None) -> list[str]:
-    """The secrets in HTTP basic credentials, as a provider might echo them: the password, and
-    the header's base64 of username and password."""
-    if auth is None:
-        return []
-    return [auth[1], _basic_authorization(*auth).removeprefix("Basic ")]
 
 
 def _retry_after(answer: Answer) -> float | None:
