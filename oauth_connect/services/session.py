@@ -135,10 +135,11 @@ class ConnectionSession(TimeoutSession):
                 retried = may_retry and response.status_code in self.provider.expired_token_statuses
                 if not (streamed or retried):
                     response.content  # noqa: B018 - read now, within the deadline
-        except requests.RequestException as err:
+        except requests.RequestException:
             if limit is None or not limit.passed:
                 raise
-            raise self._too_slow(limit.seconds) from err
+            # Not chained: the cut's error can quote the API's bytes (which may echo the token).
+            raise self._too_slow(limit.seconds) from None
         if limit is None:
             return response
         if limit.passed and (streamed or ends_at_close(response)):
