@@ -32,7 +32,7 @@ class Deadline:
     """A point on the monotonic clock that several calls (say, a refresh and the login it
     falls back to) share: each gets whatever time is left."""
 
-    __slots__ = ("seconds", "at", "passed", "_sockets", "_done")
+    __slots__ = ("seconds", "at", "passed", "_sockets", "_idle")
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
@@ -40,7 +40,8 @@ class Deadline:
         #: True once the watchdog has cut this deadline's connections.
         self.passed = False
         self._sockets: list[Any] = []
-        self._done = True
+        #: True while no scope arms it: nothing registers with it, and the watchdog skips it.
+        self._idle = True
 
     def remaining(self) -> float:
         return max(self.at - time.monotonic(), 0.0)
@@ -56,7 +57,7 @@ _local = threading.local()
 def deadline_scope(deadline: Deadline) -> Iterator[Deadline]:
     """Within the block, every connection this thread sends on is cut when ``deadline``
     passes. Scopes nest: the innermost one applies."""
-    if not deadline._done:  # already armed by an enclosing scope: that one disarms it
+    if not deadline._idle:  # already armed by an enclosing scope: that one disarms it
         yield deadline
         return
     previous = getattr(_local, "deadline", None)
@@ -77,7 +78,7 @@ def watch(sock_or_connection: Any) -> None:
         return
     watchdog = _watchdog()
     with watchdog.lock:
-        if deadline._done:
+        if deadline._idle:
             return
         deadline._sockets.append(sock_or_connection)
     if deadline.passed:  # it passed while the connection was being made
@@ -91,7 +92,7 @@ def _cut(watchdog: _Watchdog, deadline: Deadline) -> None:
     # requests doesn't support anyway, could still see another thread's cut.) A shutdown
     # doesn't block.
     with watchdog.lock:
-        if deadline._done:
+        if deadline._idle:
             return
         deadline.passed = True
         targets, deadline._sockets = deadline._sockets, []
@@ -134,7 +135,7 @@ class _Watchdog:
 
     def arm(self, deadline: Deadline) -> None:
         with self.wakeup:
-            deadline._done = False
+            deadline._idle = False
             heapq.heappush(self.heap, (deadline.at, next(self.order), deadline))
             if self.heap[0][2] is deadline:
                 self.wakeup.notify()
@@ -142,7 +143,7 @@ class _Watchdog:
     def disarm(self, deadline: Deadline) -> None:
         # Left in the heap (removing from its middle costs more); skipped when its time comes.
         with self.wakeup:
-            deadline._done = True
+            deadline._idle = True
             deadline._sockets = []
 
     def run(self) -> None:
@@ -160,9 +161,9 @@ class _Watchdog:
         due: list[Deadline] = []
         with self.wakeup:
             now = time.monotonic()
-            while self.heap and (self.heap[0][2]._done or self.heap[0][0] <= now):
+            while self.heap and (self.heap[0][2]._idle or self.heap[0][0] <= now):
                 _at, _order, deadline = heapq.heappop(self.heap)
-                if not deadline._done:
+                if not deadline._idle:
                     due.append(deadline)
             if not due:
                 # Capped: a deadline of 1e10 (or inf) seconds is a value callers may pass, and
