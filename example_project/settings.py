@@ -154,7 +154,7 @@ OAUTH_CONNECT = {
 OAUTH2_PROVIDER = {
     "SCOPES": {"accounts": "Read your account", "library": "Read your library"},
     "DEFAULT_SCOPES": ["accounts"],
-    # Apicbase's access tokens live a week (shared/seeds/002); override to watch refreshes.
+    # Apicbase's access tokens live a week (its API documentation); override to watch refreshes.
     "ACCESS_TOKEN_EXPIRE_SECONDS": env.int("SANDBOX_TOKEN_SECONDS", default=7 * 24 * 3600),
     "AUTHORIZATION_CODE_EXPIRE_SECONDS": 60,
     # Like Apicbase: every refresh rotates the refresh token and the old one is dead.

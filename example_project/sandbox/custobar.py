@@ -1,4 +1,5 @@
-"""A fake Custobar (shared/seeds/000): HTTP basic exchanged for the user's one API token.
+"""A fake Custobar, as its API documentation describes it: HTTP basic exchanged for the user's
+one API token.
 
 ``/sandbox/custobar/<company>/`` stands for ``https://<company>.custobar.com/``: any slug is a
 company, and its users are this project's Django users (the demo logs in as demo / demo).

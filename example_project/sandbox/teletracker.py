@@ -1,5 +1,5 @@
-"""A fake TeleTracker (shared/seeds/001): a password login returning a short-lived bearer token
-and a rotating refresh token, each with its own expiry.
+"""A fake TeleTracker, as its API documentation describes it: a password login returning a
+short-lived bearer token and a rotating refresh token, each with its own expiry.
 
 Users are this project's Django users (the demo logs in as demo / demo).
 

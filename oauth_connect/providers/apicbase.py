@@ -1,8 +1,9 @@
 """Apicbase: OAuth 2.0 authorization code, 7-day access tokens, rotating refresh tokens.
 
-Vendor docs (shared/seeds/002): the token endpoint takes form-encoded bodies with the client
-credentials in the body or as HTTP basic; a used refresh token answers ``invalid_grant``; library
-owners bring their own client credentials (``ClientCredentials``), partners use one set.
+Apicbase's API documentation (authentication guide): the token endpoint takes form-encoded
+bodies with the client credentials in the body or as HTTP basic; a used refresh token answers
+``invalid_grant``; library owners bring their own client credentials (``ClientCredentials``),
+partners use one set.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Custobar: a username and password (HTTP basic) exchanged for an API token.
 
-Vendor docs (shared/seeds/000 and README): each customer has its own base URL,
+Custobar's API documentation (authentication overview): each customer has its own base URL,
 ``https://COMPANY.custobar.com``. ``GET /api/auth/access-token/`` with basic auth returns the one
 valid token of the user, ``{"token": "..."}``; ``POST /api/auth/new-access-token/`` invalidates it
 and returns a new one. Requests send ``Authorization: Token <token>``. Tokens don't expire; a 401

@@ -1,9 +1,9 @@
 """TeleTracker: a username and password login returning a 1-hour bearer token and a rotating
 refresh token, each with its own expiry.
 
-Vendor docs (shared/seeds/001 and README): ``POST /auth/login`` with ``username``, ``password``
-and optional ``account_id``; ``POST /auth/refresh`` with ``refresh_token`` returns a new token AND
-a new refresh token (the old one then fails). Answers carry ``success``, ``token``,
+TeleTracker's API documentation ("Get a Bearer Token"): ``POST /auth/login`` with ``username``,
+``password`` and optional ``account_id``; ``POST /auth/refresh`` with ``refresh_token`` returns
+a new token AND a new refresh token (the old one then fails). Answers carry ``success``, ``token``,
 ``tokenExpiration``, ``tokenLifetime`` (seconds), ``refreshToken``, ``refreshTokenExpiration``.
 "Compute expiry from tokenLifetime and your own clock": the vendor's clock may differ from ours.
 An expired token gets 401 *or* 403.
