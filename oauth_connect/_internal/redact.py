@@ -38,7 +38,7 @@ _UNPRINTABLE = re.compile(
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:
     """``text`` with every non-trivial secret in ``secrets`` replaced by a mask, also where a
-    provider echoes it URL-encoded, JSON-escaped or HTML-escaped."""
+    provider echoes it URL-encoded, JSON- or HTML-escaped, in base64 or in hex."""
     variants = {
         variant
         for secret in secrets
@@ -51,15 +51,20 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
     return text
 
 
+_PERCENT_ESCAPE = re.compile("%[0-9A-F]{2}")
+
+
 def _encodings(secret: str) -> tuple[str, ...]:
+    """The forms in which a provider may echo ``secret``; the third has lower-case escapes
+    (``%2f``), the fourth leaves "/" as it is (as JavaScript's ``encodeURI`` does)."""
     raw = secret.encode()
     b64 = base64.b64encode(raw).decode()
     urlsafe = base64.urlsafe_b64encode(raw).decode()
     return (
         secret,
         quote(secret, safe=""),
-        quote(secret, safe="").lower(),  # lower-case %2f escapes
-        quote(secret),  # "/" left as it is, as JavaScript's encodeURI does
+        _PERCENT_ESCAPE.sub(lambda escape: escape.group().lower(), quote(secret, safe="")),
+        quote(secret),
         quote_plus(secret),
         json.dumps(secret)[1:-1],
         json.dumps(secret, ensure_ascii=False)[1:-1],

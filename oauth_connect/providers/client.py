@@ -107,9 +107,8 @@ class ProviderClient:
         ``refused`` lists statuses with which this endpoint says "those credentials (or that
         grant) are no good": they raise ``ReauthorizationRequired`` whatever the body says.
         """
-        secrets = self._secrets(secret_values(data), auth)
-        answer = self._send("POST", url, what, secrets, data=data, auth=auth)
-        return self._json(answer, what, secrets, refused)
+        answer = self._send("POST", url, what, secret_values(data), data=data, auth=auth)
+        return self._json(answer, what, refused)
 
     @sensitive_variables()
     def request_json(
@@ -122,9 +121,8 @@ class ProviderClient:
         refused: frozenset[int] = frozenset(),
     ) -> dict[str, Any]:
         """Send a bodyless request (e.g. GET with HTTP basic) and return the JSON object."""
-        secrets = self._secrets([], auth)
-        answer = self._send(method, url, what, secrets, auth=auth)
-        return self._json(answer, what, secrets, refused)
+        answer = self._send(method, url, what, [], auth=auth)
+        return self._json(answer, what, refused)
 
     @sensitive_variables()
     def send(
@@ -139,15 +137,20 @@ class ProviderClient:
         headers: dict[str, str] | None = None,
     ) -> Answer:
         """Send a request and return the answer, whatever its status (network errors raise)."""
-        secrets = self._secrets([*secrets, *secret_values(data)], auth)
-        return self._send(method, url, what, secrets, data=data, auth=auth, headers=headers)
+        sent = [*secrets, *secret_values(data)]
+        return self._send(method, url, what, sent, data=data, auth=auth, headers=headers)
 
     @sensitive_variables()
-    def _secrets(self, sent: list[str], auth: tuple[str, str] | None) -> list[str]:
-        """What a provider might echo in this call's answer, to mask: what this call sends,
-        what earlier calls of the same operation sent (a fallback login's error may quote the
-        refresh token refused a moment before), and the connection's own secrets."""
+    def _remember(self, sent: list[str], auth: tuple[str, str] | None) -> None:
+        """Note the secrets a call sends: the operation's later calls mask them too (a fallback
+        login's error may quote the refresh token refused a moment before)."""
         self._known.update(value for value in [*sent, *basic_auth_secrets(auth)] if value)
+
+    @sensitive_variables()
+    def _secrets(self) -> list[str]:
+        """What a provider might echo, to mask in what it says: whatever this operation sent,
+        and the connection's own tokens and password. Asked on error paths only, so a call that
+        goes well decrypts nothing it doesn't send."""
         if self.connection is not None and not self._knows_connection:
             self._knows_connection = True
             self._known.update(_connection_secrets(self.connection))
@@ -170,12 +173,14 @@ class ProviderClient:
         method: str,
         url: str,
         what: str,
-        secrets: list[str],
+        sent: list[str],
         *,
         data: dict[str, Any] | None = None,
         auth: tuple[str, str] | None = None,
         headers: dict[str, str] | None = None,
     ) -> Answer:
+        """Send one request within the deadline; ``sent`` are the secrets it carries."""
+        self._remember(sent, auth)
         where = self.where(what, url)
         if self.deadline is None:
             self.deadline = Deadline(conf.http_deadline())
@@ -198,7 +203,7 @@ class ProviderClient:
                     stream=True,
                 )
                 try:
-                    body = self._read(response, where, secrets)
+                    body = self._read(response, where)
                 finally:
                     response.close()
         except OAuthConnectError:
@@ -215,7 +220,7 @@ class ProviderClient:
                     f"{where} did not answer within {conf.http_timeout():g} seconds "
                     "(HTTP_TIMEOUT). This is usually temporary.",
                 ) from None
-            reason = provider_words(f"{type(err).__name__}: {err}", secrets)
+            reason = provider_words(f"{type(err).__name__}: {err}", self._secrets())
             if broken_answer(err):
                 raise self.error(
                     ProviderError,
@@ -243,13 +248,13 @@ class ProviderClient:
             "the call was cut off. This is usually temporary.",
         )
 
-    def _read(self, response: requests.Response, where: str, secrets: list[str]) -> bytes:
+    def _read(self, response: requests.Response, where: str) -> bytes:
         """The body, at most ``MAX_RESPONSE_BYTES`` of it once decoded, read as a stream."""
         limit = conf.max_response_bytes()
         try:
             return read_bounded(response, limit)
         except BodyRefused as refused:
-            encoding = provider_words(response.headers.get("Content-Encoding"), secrets, 40)
+            encoding = provider_words(response.headers.get("Content-Encoding"), self._secrets(), 40)
             message = {
                 "too big": f"answered with more than {limit:,} bytes (MAX_RESPONSE_BYTES); "
                 "nothing of it was used",
@@ -263,11 +268,7 @@ class ProviderClient:
     # Reading ------------------------------------------------------------------------------------
 
     def _json(
-        self,
-        answer: Answer,
-        what: str,
-        secrets: list[str],
-        refused: frozenset[int] = frozenset(),
+        self, answer: Answer, what: str, refused: frozenset[int] = frozenset()
     ) -> dict[str, Any]:
         where = self.where(what, answer.url)
         status = answer.status_code
@@ -282,7 +283,7 @@ class ProviderClient:
             )
         if not isinstance(body, dict):
             content_type = answer.headers.get("Content-Type") or "no content type"
-            content_type = provider_words(content_type.split(";")[0], secrets, limit=60)
+            content_type = provider_words(content_type.split(";")[0], self._secrets(), 60)
             raise self.error(
                 UnusableAnswer if status < 300 else ProviderError,
                 f"{where} answered HTTP {status} with a body that is not a JSON object "
@@ -291,7 +292,7 @@ class ProviderClient:
                 retry_after=_retry_after(answer),
             )
         if status >= 300 or "error" in body:
-            raise self._oauth_error(body, status, where, secrets, _retry_after(answer))
+            raise self._oauth_error(body, status, where, self._secrets(), _retry_after(answer))
         return body
 
     def _oauth_error(

@@ -179,9 +179,7 @@ def usable_grant(provider: Provider, tokens: TokenSet) -> TokenSet:
             "Nothing was stored.",
             provider=provider.provider_id,
         )
-    if not checked.notes:
-        return checked.tokens
-    return replace(checked.tokens, note=f"The provider's answer: {'; '.join(checked.notes)}.")
+    return checked.noted_tokens
 
 
 @sensitive_variables()

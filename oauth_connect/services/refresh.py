@@ -12,7 +12,6 @@ which makes SQLite correct for one server process; see the README's "Databases" 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import timedelta
 from typing import TypeVar
 
@@ -165,18 +164,17 @@ def _usable(tokens: TokenSet, provider: Provider, current: Connection) -> TokenS
     spent the refresh token we hold: see docs/reliability.md."""
     checked = check_tokens(tokens, provider)
     if checked.usable:
-        if not checked.notes:
-            return checked.tokens
-        return replace(checked.tokens, note=_with_notes(checked.tokens.note, checked.notes))
+        return checked.noted_tokens
     salvaged = checked.salvage(current)
-    kept = (
-        "Nothing of it was stored; the stored tokens are kept."
-        if salvaged is None
-        else "Its new refresh token was stored (the access token kept is the previous one)."
-        if checked.access_problem
-        else "Its new access token was stored; the stored refresh token is kept, and a "
-        "provider that rotates refresh tokens will refuse it at the next refresh."
-    )
+    if salvaged is None:
+        kept = "Nothing of it was stored; the stored tokens are kept."
+    elif checked.access_problem:
+        kept = "Its new refresh token was stored (the access token kept is the previous one)."
+    else:
+        kept = (
+            "Its new access token was stored; the stored refresh token is kept, and a provider "
+            "that rotates refresh tokens will refuse it at the next refresh."
+        )
     failure = UnusableAnswer(
         f"{provider.display_name} answered the refresh with tokens that can't be used: "
         f"{checked.problem}. {kept}",
@@ -186,10 +184,6 @@ def _usable(tokens: TokenSet, provider: Provider, current: Connection) -> TokenS
         store_refreshed(current, salvaged, failure=failure)
         failure.recorded = True
     raise failure
-
-
-def _with_notes(note: str, notes: list[str]) -> str:
-    return " ".join(filter(None, [note, f"The provider's answer: {'; '.join(notes)}."]))
 
 
 def _naming(err: ProviderErrorT, connection: Connection) -> ProviderErrorT:
@@ -248,7 +242,7 @@ def rotate_token(connection: Connection) -> None:
                     "have invalidated it; the next refused call fetches the current one.",
                     connection=current,
                 )
-            tokens = checked.tokens
+            tokens = checked.noted_tokens
         except ReauthorizationRequired as err:
             _mark_reauth_required(current, err)
             failure = err

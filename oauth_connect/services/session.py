@@ -37,7 +37,8 @@ from .validation import sendable_token
 
 
 class _Default:
-    """ "The setting in force", where ``None`` is a value callers choose (no deadline)."""
+    """Stands for "the setting in force", where ``None`` is a value callers choose (no
+    deadline)."""
 
     def __repr__(self) -> str:
         return "DEFAULT"
@@ -115,39 +116,45 @@ class ConnectionSession(TimeoutSession):
                     connection=self.connection,
                 )
             self._refresh_rejected()
-        may_retry = _resendable(kwargs) and not self._backing_off()
-        response = self._send(deadline, may_retry, method, url, *args, **kwargs)
-        if may_retry and response.status_code in self.provider.expired_token_statuses:
+        resendable = _resendable(kwargs)
+        response, retry = self._send(deadline, resendable, method, url, *args, **kwargs)
+        if retry:
             response.close()  # first: its connection is of no more use, and its body unread
             self._refresh_rejected()
-            response = self._send(deadline, False, method, url, *args, **kwargs)
+            response, _retry = self._send(deadline, False, method, url, *args, **kwargs)
         return response
 
-    def _send(self, deadline: float | None, may_retry: bool, *args: Any, **kwargs: Any) -> Any:
-        """One request, its body read within ``deadline`` (unless the caller streams it), but
-        never the body of an answer that is about to be retried: a 401 may be 256 MiB."""
+    def _send(
+        self, deadline: float | None, resendable: bool, *args: Any, **kwargs: Any
+    ) -> tuple[Any, bool]:
+        """One request, and whether to refresh and send it again (the API refused the token,
+        and neither the body nor the backoff forbids it). Its body is read within
+        ``deadline`` (unless the caller streams it), but never that of an answer to be sent
+        again: a 401 may be 256 MiB."""
         streamed = kwargs.get("stream", False)
         kwargs["stream"] = True
         limit = Deadline(deadline) if deadline is not None else None
         try:
             with deadline_scope(limit) if limit is not None else nullcontext():
                 response = super().request(*args, **kwargs)
-                retried = may_retry and response.status_code in self.provider.expired_token_statuses
-                if not (streamed or retried):
+                retry = (
+                    resendable
+                    and response.status_code in self.provider.expired_token_statuses
+                    and not self._backing_off()
+                )
+                if not (streamed or retry):
                     response.content  # noqa: B018 - read now, within the deadline
         except requests.RequestException:
             if limit is None or not limit.passed:
                 raise
             # Not chained: the cut's error can quote the API's bytes (which may echo the token).
             raise self._too_slow(limit.seconds) from None
-        if limit is None:
-            return response
-        if limit.passed and (streamed or ends_at_close(response)):
+        if limit is not None and limit.passed and (streamed or ends_at_close(response)):
             # Cut, though it looks whole: a body that only the close ends is a fragment, and a
             # streamed one would be read from a shut socket.
             response.close()
             raise self._too_slow(limit.seconds)
-        return response
+        return response, retry
 
     def _too_slow(self, deadline: float) -> DeadlineExceeded:
         return DeadlineExceeded(

@@ -53,6 +53,15 @@ class CheckedTokens:
         return not (self.access_problem or self.refresh_problem)
 
     @property
+    def noted_tokens(self) -> TokenSet:
+        """``tokens``, with a note (after any the provider class made) saying what of the
+        answer was set aside, for the event log."""
+        if not self.notes:
+            return self.tokens
+        said = f"The provider's answer: {'; '.join(self.notes)}."
+        return replace(self.tokens, note=" ".join(filter(None, [self.tokens.note, said])))
+
+    @property
     def problem(self) -> str:
         """Both problems, in one sentence's words."""
         return "; ".join(p for p in (self.access_problem, self.refresh_problem) if p)

@@ -5,6 +5,7 @@ holding a secret shows it in its ``repr``."""
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import timedelta
 from typing import Any
@@ -39,8 +40,20 @@ SECRET = "s3cr+t/value=&more"  # noqa: S105 - characters that URL and JSON encod
         quote_plus(SECRET),
         json.dumps(SECRET)[1:-1],
         "s3cr+t/value=&amp;more",
+        "s3cr%2bt%2fvalue%3d%26more",
+        base64.b64encode(SECRET.encode()).decode(),
+        SECRET.encode().hex(),
     ],
-    ids=["plain", "url-encoded", "form-encoded", "json-escaped", "html-escaped"],
+    ids=[
+        "plain",
+        "url-encoded",
+        "form-encoded",
+        "json-escaped",
+        "html-escaped",
+        "lower-case-escapes",
+        "base64",
+        "hex",
+    ],
 )
 def test_a_secret_is_masked_however_the_provider_echoes_it(echo: str) -> None:
     said = provider_words(f"bad token {echo} (refused)", [SECRET])
