@@ -338,3 +338,17 @@ def test_buttons_need_the_csrf_token(
 
     assert client.post(url(button, connection)).status_code == 403
     assert Connection.objects.get(pk=connection.pk).access_token == "access-token-1"
+
+
+def test_test_connection_with_a_stored_token_no_header_can_carry_is_a_message(
+    admin_client: Any, make_connection: Any, settings: Any, http_mock: Any
+) -> None:
+    # Stored before tokens were checked on arrival; nothing to refresh it with. Neither a 500
+    # nor the token on the page: a message asking for a reconnect, and no call made.
+    settings.OAUTH_CONNECT["PROVIDERS"]["apicbase"]["CHECK_PATH"] = "me/"
+    connection = make_connection(access_token="stale\r\nX-Injected: 1", refresh_token="")
+    response = press(admin_client, "test", connection)
+    [(level, text)] = messages_of(response)
+    assert level == ERROR and "reconnect" in text.lower()
+    assert "X-Injected" not in response.content.decode()
+    assert not http_mock.calls

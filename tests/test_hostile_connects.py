@@ -5,6 +5,7 @@ the page, the error, the log or the database."""
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,7 +21,19 @@ from oauth_connect.providers.oauth2 import OAuth2Provider
 from oauth_connect.providers.registry import registered
 from oauth_connect.services import connect_with_credentials
 from oauth_connect.services.authorize import SESSION_KEY, PendingAuthorization
-from tests.conftest import CLIENT_SECRET, TELETRACKER_LOGIN_URL, TOKEN_URL, token_body
+from tests.conftest import (
+    CLIENT_SECRET,
+    TELETRACKER_LOGIN_URL,
+    TOKEN_URL,
+    apicbase_settings,
+    oauth_connect_settings,
+    token_body,
+)
+from tests.hostile_server import (
+    HostileServer,
+    hostile_server_fixture,  # noqa: F401 - the fixture
+    response,
+)
 
 pytestmark = pytest.mark.django_db
 CONNECT = reverse("oauth_connect:connect", kwargs={"provider": "apicbase"})
@@ -193,3 +206,40 @@ def test_a_teletracker_login_answer_with_a_bad_token_stores_nothing(
         connect_with_credentials(organisation, "teletracker", username="al", password="pw-1234")
     assert not Connection.objects.exists()
     assert "holds characters a token can't have" in caplog.text
+
+
+# The same against a real socket ------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("answer", "connected"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, False),
+        (json.dumps(token_body(2, access_token="evil\r\nX-Injected: 1")).encode(), False),
+        (json.dumps(token_body(2, scope="accounts\x00library")).encode(), True),
+        (json.dumps(token_body(2, token_type="B" * 200)).encode(), True),
+    ],
+    ids=["deep-json", "crlf-token", "nul-scope", "long-token-type"],
+)
+def test_a_hostile_token_endpoint_at_the_callback_over_a_real_socket(
+    logged_in_client: Client,
+    hostile_server: HostileServer,
+    settings: Any,
+    answer: bytes,
+    connected: bool,
+) -> None:
+    settings.OAUTH_CONNECT = oauth_connect_settings(
+        PROVIDERS={"apicbase": apicbase_settings(TOKEN_URL=hostile_server.url())}
+    )
+    hostile_server.answer(response(200, answer) + answer)
+    reply = callback(logged_in_client)
+
+    assert reply.status_code == 302 and reply["Location"] == LIST
+    [message] = messages_of(reply)
+    if connected:
+        assert message == "Apicbase is connected."
+        assert Connection.objects.get().access_token == "access-token-2"
+    else:
+        assert "could not be reached or answered unexpectedly" in message
+        assert not Connection.objects.exists()

@@ -135,6 +135,23 @@ def test_a_stalled_refresh_holds_the_row_lock_no_longer_than_the_deadline(
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("status", [307, 308, 302])
+def test_a_redirect_from_the_revocation_endpoint_is_no_revocation(
+    api: HostileServer, make_connection: Any, settings: Any, status: int
+) -> None:
+    from oauth_connect.services import disconnect
+
+    settings.OAUTH_CONNECT["PROVIDERS"]["apicbase"]["REVOKE_URL"] = api.url("/revoke/")
+    api.answer(
+        head(status, [("Location", "http://127.0.0.1:9/elsewhere"), ("Content-Length", "0")])
+    )
+    connection = make_connection()
+    assert disconnect(connection) is False  # wiped here, not revoked there
+    assert len(api.exchanges) == 1  # the redirect was not followed
+    assert f"answered HTTP {status}" in connection.events.latest("pk").message
+
+
+@pytest.mark.django_db
 def test_a_revocation_echoing_the_client_secret_in_its_status_line_is_masked(
     api: HostileServer, make_connection: Any, settings: Any, caplog: Any
 ) -> None:
