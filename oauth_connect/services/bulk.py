@@ -1,23 +1,26 @@
 """Refresh every due connection (what ``manage.py refresh_tokens`` runs).
 
 Rows are read in pages of primary keys, so memory stays flat however many connections there
-are, and handed to worker threads. Each worker refreshes under the row lock and re-checks that
-the connection is still due, so several runs at once (cron on several hosts) refresh each
-connection once between them.
+are. Every refresh happens under the row lock after re-checking that the connection is still
+due, so several runs at once (cron on several hosts) refresh each connection once between them.
+
+- PostgreSQL: in batches (``batch``), one transaction each, on a fixed number of database
+  connections (``LANES``, plus the one that lists the due rows) whatever ``workers`` says.
+- Other databases (SQLite): row by row on ``workers`` threads, each with its own connection.
 """
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connections
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from .._internal.log import logger
@@ -27,78 +30,27 @@ from ..exceptions import (
     ConnectionUnavailable,
     OAuthConnectError,
 )
-from ..models import IN_USE_STATUSES, Connection
+from ..models import Connection
+from .batch import batches_supported, refresh_batch
+from .due import due_connections, still_due
 from .refresh import refresh_when
+from .results import RefreshResult, RefreshSummary, result_for
+
+__all__ = [
+    "RefreshResult",
+    "RefreshSummary",
+    "due_connection_ids",
+    "due_connections",
+    "refresh_due_connections",
+    "refresh_one_if_due",
+    "refresh_these_if_due",
+]
 
 PAGE_SIZE = 500
-
-
-@dataclass
-class RefreshResult:
-    """What happened to one connection."""
-
-    connection_id: int
-    provider: str
-    tenant_id: Any
-    label: str
-    # "refreshed", "skipped" (no longer due: another run got there first), "failed", "due" (dry run)
-    outcome: str
-    status: str
-    error: str = ""
-
-
-@dataclass
-class RefreshSummary:
-    """Counts per outcome, and each result unless the run was told not to keep them (so a run
-    over any number of connections stays in constant memory)."""
-
-    counts: Counter[str] = field(default_factory=Counter)
-    results: list[RefreshResult] = field(default_factory=list)
-    keep_results: bool = True
-
-    def add(self, result: RefreshResult) -> None:
-        self.counts[result.outcome] += 1
-        if self.keep_results:
-            self.results.append(result)
-
-    def count(self, outcome: str) -> int:
-        return self.counts[outcome]
-
-    @property
-    def failed(self) -> int:
-        return self.count("failed")
-
-    def as_dict(self) -> dict[str, Any]:
-        report: dict[str, Any] = {
-            "due": self.counts.total(),
-            "refreshed": self.count("refreshed"),
-            "skipped": self.count("skipped"),
-            "failed": self.failed,
-        }
-        if self.keep_results:
-            report["connections"] = [vars(result) for result in self.results]
-        return report
-
-
-def due_connections(
-    within: timedelta,
-    *,
-    providers: list[str] | None = None,
-    tenant: Any = None,
-    now: datetime | None = None,
-) -> QuerySet[Connection]:
-    """Connections whose access token expires within ``within`` and that can be refreshed now
-    (not disconnected or awaiting reauthorization, not backing off after failures)."""
-    now = now or timezone.now()
-    queryset = Connection.objects.filter(
-        status__in=IN_USE_STATUSES,
-        expires_at__lte=now + within,
-    ).filter(Q(retry_not_before__isnull=True) | Q(retry_not_before__lte=now))
-    if providers:
-        queryset = queryset.filter(provider__in=providers)
-    if tenant is not None:
-        queryset = queryset.filter(tenant=tenant)
-    return queryset
+# Database connections that refresh batches at once (each also holds its batch's row locks).
+# Two keep one busy with the database while the other prepares or parses: more only add
+# connections, since the provider calls already run on ``workers`` threads.
+LANES = 2
 
 
 def refresh_due_connections(
@@ -111,7 +63,7 @@ def refresh_due_connections(
     on_result: Callable[[RefreshResult], None] | None = None,
     keep_results: bool = True,
 ) -> RefreshSummary:
-    """Refresh every due connection with ``workers`` threads; report each result to
+    """Refresh every due connection, ``workers`` provider calls at once; report each result to
     ``on_result`` as it happens (from worker threads, one at a time). With
     ``keep_results=False`` the summary holds only counts: memory stays flat however many
     connections are due."""
@@ -129,8 +81,11 @@ def refresh_due_connections(
     if dry_run:
         for pk in pks:
             connection = Connection.objects.get(pk=pk)
-            if _is_due(connection, within, now):
-                report(_result(connection, "due"))
+            if still_due(connection, within, now):
+                report(result_for(connection, "due"))
+        return summary
+    if batches_supported():
+        _refresh_in_batches(pks, within, now, workers, report)
         return summary
 
     def refresh_one(pk: int) -> None:
@@ -143,19 +98,35 @@ def refresh_due_connections(
                 pk,
                 extra={"event": "refresh_crashed", "connection_id": pk},
             )
-            result = _result(Connection(pk=pk), "failed", f"Unexpected {type(err).__name__}.")
+            result = result_for(Connection(pk=pk), "failed", f"Unexpected {type(err).__name__}.")
         report(result)
 
     _run_in_threads(pks, refresh_one, workers)
     return summary
 
 
+def refresh_these_if_due(
+    pks: Sequence[int], within: timedelta, *, not_refreshed_since: datetime | None = None
+) -> list[RefreshResult]:
+    """:func:`refresh_one_if_due` for each of ``pks``: on PostgreSQL as one batch (one
+    transaction, all the provider calls at once), elsewhere one after the other. What the
+    Celery batch task runs. Raises a ``DatabaseError`` only while nothing was sent to any
+    provider, so a retry is safe."""
+    started = not_refreshed_since or timezone.now()
+    if not pks:
+        return []
+    if batches_supported():
+        with ThreadPoolExecutor(len(pks), thread_name_prefix="oauth_connect-refresh") as pool:
+            return refresh_batch(pks, within, started, pool)
+    return [_refresh_if_due(pk, within, started) for pk in pks]
+
+
 def refresh_one_if_due(
     pk: int, within: timedelta, *, not_refreshed_since: datetime | None = None
 ) -> RefreshResult:
     """Refresh connection ``pk`` if, under its row lock, it is still due within ``within``, not
-    backing off, and not refreshed since ``not_refreshed_since`` (default: now). The step every
-    ``refresh_tokens`` worker and Celery task runs; never raises for a provider failure."""
+    backing off, and not refreshed since ``not_refreshed_since`` (default: now). Never raises
+    for a provider failure."""
     return _refresh_if_due(pk, within, started=not_refreshed_since or timezone.now())
 
 
@@ -173,40 +144,19 @@ def due_connection_ids(
 def _refresh_if_due(pk: int, within: timedelta, started: datetime) -> RefreshResult:
     connection = Connection(pk=pk)
     try:
-        refreshed = refresh_when(connection, lambda current: _is_due(current, within, started))
+        refreshed = refresh_when(connection, lambda current: still_due(current, within, started))
     except (ConnectionUnavailable, AwaitingReauthorization) as err:
         # Disconnected, deleted or marked for reauthorization since we listed it: not a failure
         # of this run. Report the row as it is (the bare instance above holds only defaults).
-        return _result(err.connection or connection, "skipped")
+        return result_for(err.connection or connection, "skipped")
     except ConnectionBusy as err:
         # Another worker has held it past any refresh's deadline: it is that worker's to finish
         # (or, if stuck, the next run's to retry). Said, not counted as this run's failure.
         row = Connection.objects.filter(pk=pk).first() or connection
-        return _result(row, "skipped", err.detail)
+        return result_for(row, "skipped", err.detail)
     except OAuthConnectError as err:
-        return _result(err.connection or connection, "failed", err.detail)
-    return _result(connection, "refreshed" if refreshed else "skipped")
-
-
-def _is_due(current: Connection, within: timedelta, started: datetime) -> bool:
-    now = timezone.now()
-    backing_off = current.retry_not_before is not None and current.retry_not_before > now
-    # Refreshed since this run started (by a concurrent run, cron on another host): a token
-    # that lives less than `within` would otherwise look due again and be refreshed twice.
-    fresh = current.last_refreshed_at is not None and current.last_refreshed_at >= started
-    return current.refresh_due(within, now) and not backing_off and not fresh
-
-
-def _result(connection: Connection, outcome: str, error: str = "") -> RefreshResult:
-    return RefreshResult(
-        connection_id=connection.pk,
-        provider=connection.__dict__.get("provider", ""),
-        tenant_id=connection.__dict__.get("tenant_id"),
-        label=connection.__dict__.get("label", ""),
-        outcome=outcome,
-        status=connection.__dict__.get("status", "") if connection.tenant_id else "",
-        error=error,
-    )
+        return result_for(err.connection or connection, "failed", err.detail)
+    return result_for(connection, "refreshed" if refreshed else "skipped")
 
 
 def _pages(queryset: QuerySet[Connection]) -> Iterator[int]:
@@ -221,6 +171,104 @@ def _pages(queryset: QuerySet[Connection]) -> Iterator[int]:
         if len(page) < PAGE_SIZE:
             return
         last = page[-1]
+
+
+def _refresh_in_batches(
+    pks: Iterator[int],
+    within: timedelta,
+    started: datetime,
+    workers: int,
+    report: Callable[[RefreshResult], None],
+) -> None:
+    """``workers`` provider calls at once, split between ``LANES`` threads. Each lane takes up
+    to its share of the due rows as one batch, with a pool as large as that share, so every
+    call of a batch runs at once and no batch holds its locks longer than one call."""
+    lanes = min(LANES, workers)
+    shares = [workers // lanes + (1 if lane < workers % lanes else 0) for lane in range(lanes)]
+
+    def refresh(batch: list[int], pool: ThreadPoolExecutor) -> None:
+        try:
+            results = refresh_batch(batch, within, started, pool)
+        except Exception as err:
+            # A batch the database refused before any provider was asked: nothing changed.
+            for pk in batch:
+                logger.exception(
+                    "Refreshing connection #%s failed unexpectedly",
+                    pk,
+                    extra={"event": "refresh_crashed", "connection_id": pk},
+                )
+            results = [
+                result_for(Connection(pk=pk), "failed", f"Unexpected {type(err).__name__}.")
+                for pk in batch
+            ]
+        for result in results:
+            report(result)
+
+    _run_in_lanes(pks, refresh, shares)
+
+
+def _run_in_lanes(
+    items: Iterator[int],
+    work: Callable[[list[int], ThreadPoolExecutor], None],
+    shares: list[int],
+) -> None:
+    """``work(batch, pool)`` on one thread per share, each taking batches of up to its share
+    of the items and a pool of that many threads. Errors as in :func:`_run_in_threads`. One
+    lane runs on the calling thread and its database connection, as one worker always has."""
+    if len(shares) == 1:
+        with ThreadPoolExecutor(shares[0], thread_name_prefix="oauth_connect-refresh") as pool:
+            for batch in _chunks(items, shares[0]):
+                work(batch, pool)
+        return
+    todo: queue.Queue[int | None] = queue.Queue(maxsize=sum(shares) * 4)
+    errors: list[BaseException] = []
+
+    def lane(share: int) -> None:
+        pool = ThreadPoolExecutor(share, thread_name_prefix="oauth_connect-refresh")
+        try:
+            last = False
+            while not last:
+                # Wait for the first of a batch only: the rest are those ready now.
+                first = todo.get()
+                if first is None:
+                    return
+                batch = [first]
+                while len(batch) < share:
+                    try:
+                        item = todo.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        last = True
+                        break
+                    batch.append(item)
+                if errors:
+                    continue  # stop working, keep draining
+                try:
+                    work(batch, pool)
+                except BaseException as err:
+                    errors.append(err)
+        finally:
+            pool.shutdown()
+            # This lane's database connection: close it, or it leaks per run.
+            connections.close_all()
+
+    threads = [threading.Thread(target=lane, args=(share,), daemon=True) for share in shares]
+    for thread in threads:
+        thread.start()
+    for item in items:
+        todo.put(item)
+    for _ in threads:
+        todo.put(None)
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def _chunks(items: Iterator[int], size: int) -> Iterator[list[int]]:
+    while batch := list(itertools.islice(items, size)):
+        yield batch
 
 
 def _run_in_threads(items: Iterator[int], work: Callable[[int], None], workers: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..exceptions import ConfigurationError
@@ -21,23 +22,29 @@ def require_oauth_client(provider: Provider, tenant_id: Any, *, issued_to: str =
 
 
 def oauth_client_for(
-    provider: Provider, tenant_id: Any, *, issued_to: str = ""
+    provider: Provider,
+    tenant_id: Any,
+    *,
+    issued_to: str = "",
+    prefetched: Mapping[tuple[Any, str], ClientCredentials] | None = None,
 ) -> OAuthClient | None:
     """The tenant's own client credentials when it has them, else the settings' ones.
 
     ``issued_to`` is the client id an existing token set was issued to: a refresh must use that
     same client, even if the tenant has since added or removed its own credentials. Tokens
-    issued to the settings' client are refreshed with it without a query, which keeps a bulk
-    refresh at four queries per connection.
+    issued to the settings' client are refreshed with it without a query. ``prefetched`` (from
+    :func:`tenant_clients_for`) stands in for the query, for many connections at once.
     """
     if not provider.needs_oauth_client():
         return None
-    settings_id = provider.settings.get("CLIENT_ID") or ""
-    settings_secret = provider.settings.get("CLIENT_SECRET") or ""
+    settings_id, settings_secret = _settings_client(provider)
     if issued_to and issued_to == settings_id and settings_secret:
         return OAuthClient(settings_id, settings_secret, "settings")
-    own = ClientCredentials.objects.filter(tenant_id=tenant_id, provider=provider.provider_id)
-    tenant_client = own.first()
+    if prefetched is not None:
+        tenant_client = prefetched.get((tenant_id, provider.provider_id))
+    else:
+        own = ClientCredentials.objects.filter(tenant_id=tenant_id, provider=provider.provider_id)
+        tenant_client = own.first()
     candidates = []
     if tenant_client is not None:
         candidates.append(
@@ -57,3 +64,29 @@ def oauth_client_for(
         f"tenant {tenant_id} in the admin.",
         provider=provider.provider_id,
     )
+
+
+def tenant_clients_for(
+    wanted: Iterable[tuple[Provider, Any, str]],
+) -> dict[tuple[Any, str], ClientCredentials]:
+    """The tenants' own OAuth clients that :func:`oauth_client_for` would look up for each
+    ``(provider, tenant_id, issued_to)``, in one query (none when no lookup is needed), keyed
+    by ``(tenant_id, provider_id)``: for the connections of a batched refresh."""
+    tenants: set[Any] = set()
+    provider_ids: set[str] = set()
+    for provider, tenant_id, issued_to in wanted:
+        if not provider.needs_oauth_client():
+            continue
+        settings_id, settings_secret = _settings_client(provider)
+        if not (issued_to and issued_to == settings_id and settings_secret):
+            tenants.add(tenant_id)
+            provider_ids.add(provider.provider_id)
+    if not tenants:
+        return {}
+    rows = ClientCredentials.objects.filter(tenant_id__in=tenants, provider__in=provider_ids)
+    # At most one per tenant and provider (a unique constraint).
+    return {(row.tenant_id, row.provider): row for row in rows}
+
+
+def _settings_client(provider: Provider) -> tuple[str, str]:
+    return provider.settings.get("CLIENT_ID") or "", provider.settings.get("CLIENT_SECRET") or ""

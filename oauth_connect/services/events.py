@@ -30,11 +30,16 @@ def record_event(
 
 def store_event(connection: Connection, kind: str, message: str = "") -> ConnectionEvent:
     """Only the row: for writes that may still be rolled back, which announce once they can't."""
+    event = new_event(connection, kind, message)
+    event.save()
+    return event
+
+
+def new_event(connection: Connection, kind: str, message: str = "") -> ConnectionEvent:
+    """The row unsaved: for writes of many events at once (``bulk_create``)."""
     # printable(): a provider class of the host's may quote a provider's NUL, which PostgreSQL
     # refuses; ours already pass their words through provider_words().
-    return ConnectionEvent.objects.create(
-        connection=connection, kind=kind, message=printable(message)
-    )
+    return ConnectionEvent(connection=connection, kind=kind, message=printable(message))
 
 
 def announce_event(event: ConnectionEvent, **signal_kwargs: Any) -> None:

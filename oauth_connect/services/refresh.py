@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from .. import conf
 from .._internal.redact import printable
@@ -28,7 +28,7 @@ from ..exceptions import (
     UnusableAnswer,
 )
 from ..models import Connection, ConnectionEvent
-from ..providers.base import Provider, TokenSet
+from ..providers.base import OAuthClient, Provider, TokenSet
 from ..providers.client import ProviderClient
 from .credentials import oauth_client_for
 from .events import record_event
@@ -109,41 +109,16 @@ def refresh_when(
 def _refresh_locked(
     current: Connection, should_refresh: Callable[[Connection], bool], token_rejected: bool
 ) -> bool:
-    if current.status == Status.DISCONNECTED:
-        raise ConnectionUnavailable(
-            "It is disconnected. Connect it again from the Connections page.",
-            connection=current,
-        )
-    if current.status == Status.REAUTH_REQUIRED:
-        # Deliberately not re-marked: the provider already refused this grant.
-        raise AwaitingReauthorization(needs_reauth_message(current), connection=current)
-    if not should_refresh(current):
+    provider = refreshable_provider(current, should_refresh, token_rejected=token_rejected)
+    if provider is None:
         return False
-    provider = current.get_provider()
-    if not provider.can_refresh(current):
-        if not (token_rejected or current.expires_within(timedelta(0))):
-            return False  # nothing to refresh with, but the token still works
-        raise ReauthorizationRequired(
-            f"{provider.display_name} no longer accepts the token, and nothing is stored to get "
-            "a new one with (no refresh token or password). Someone must reconnect.",
-            connection=current,
-        )
-    client = ProviderClient(provider.provider_id, connection=current)
     oauth_client = oauth_client_for(provider, current.tenant_id, issued_to=current.client_id)
     try:
-        tokens = provider.refresh(client, current, oauth_client)
+        tokens = ask_provider(provider, current, oauth_client)
     except ReauthorizationRequired:
-        if _rotated_elsewhere(current):
+        if rotated_elsewhere(current):
             return False
         raise
-    except OAuthConnectError:
-        raise
-    except Exception as err:
-        # A provider class's bug must still leave the connection in a known state.
-        raise ProviderError(
-            f"{type(provider).__name__}.refresh() failed unexpectedly ({type(err).__name__}).",
-            connection=current,
-        ) from err
     tokens = _usable(tokens, provider, current)
     if token_rejected and tokens.access_token == current.access_token:
         # The provider hands back the very token its API just refused (Custobar returns the
@@ -158,13 +133,67 @@ def _refresh_locked(
     return True
 
 
-def _usable(tokens: TokenSet, provider: Provider, current: Connection) -> TokenSet:
-    """``tokens`` fit to store, or an ``UnusableAnswer``. When only one of the two tokens is
-    unusable, the other is stored first (with the failure), since a rotating provider has just
-    spent the refresh token we hold: see docs/reliability.md."""
+def refreshable_provider(
+    current: Connection,
+    should_refresh: Callable[[Connection], bool],
+    *,
+    token_rejected: bool = False,
+) -> Provider | None:
+    """The provider to refresh ``current`` (read under its lock) with, or None when no refresh
+    is needed. Raises ``ConnectionUnavailable`` (disconnected), ``AwaitingReauthorization``
+    (waiting for a person already) or ``ReauthorizationRequired`` (nothing to refresh with)."""
+    if current.status == Status.DISCONNECTED:
+        raise ConnectionUnavailable(
+            "It is disconnected. Connect it again from the Connections page.",
+            connection=current,
+        )
+    if current.status == Status.REAUTH_REQUIRED:
+        # Deliberately not re-marked: the provider already refused this grant.
+        raise AwaitingReauthorization(needs_reauth_message(current), connection=current)
+    if not should_refresh(current):
+        return None
+    provider = current.get_provider()
+    if not provider.can_refresh(current):
+        if not (token_rejected or current.expires_within(timedelta(0))):
+            return None  # nothing to refresh with, but the token still works
+        raise ReauthorizationRequired(
+            f"{provider.display_name} no longer accepts the token, and nothing is stored to get "
+            "a new one with (no refresh token or password). Someone must reconnect.",
+            connection=current,
+        )
+    return provider
+
+
+def ask_provider(
+    provider: Provider, current: Connection, oauth_client: OAuthClient | None
+) -> TokenSet:
+    """The provider's answer to a refresh of ``current``, as sent: not yet checked or stored.
+    Touches no database, so the batched refresh runs it on threads that hold no connection."""
+    client = ProviderClient(provider.provider_id, connection=current)
+    try:
+        return provider.refresh(client, current, oauth_client)
+    except ProviderError as err:
+        _naming(err, current)
+        raise
+    except OAuthConnectError:
+        raise
+    except Exception as err:
+        # A provider class's bug must still leave the connection in a known state.
+        raise ProviderError(
+            f"{type(provider).__name__}.refresh() failed unexpectedly ({type(err).__name__}).",
+            connection=current,
+        ) from err
+
+
+def checked_answer(
+    tokens: TokenSet, provider: Provider, current: Connection
+) -> tuple[TokenSet | None, UnusableAnswer | None]:
+    """What of a refresh's answer to store, and the failure when it is unusable. When only one
+    of the two tokens is unusable, the other is stored (with the failure), since a rotating
+    provider has just spent the refresh token we hold: see docs/reliability.md."""
     checked = check_tokens(tokens, provider)
     if checked.usable:
-        return checked.noted_tokens
+        return checked.noted_tokens, None
     salvaged = checked.salvage(current)
     if salvaged is None:
         kept = "Nothing of it was stored; the stored tokens are kept."
@@ -180,10 +209,18 @@ def _usable(tokens: TokenSet, provider: Provider, current: Connection) -> TokenS
         f"{checked.problem}. {kept}",
         connection=current,
     )
-    if salvaged is not None:
-        store_refreshed(current, salvaged, failure=failure)
-        failure.recorded = True
-    raise failure
+    return salvaged, failure
+
+
+def _usable(tokens: TokenSet, provider: Provider, current: Connection) -> TokenSet:
+    """``tokens`` fit to store, or an ``UnusableAnswer`` (recorded with what was salvaged)."""
+    to_store, failure = checked_answer(tokens, provider, current)
+    if failure is not None:
+        if to_store is not None:
+            store_refreshed(current, to_store, failure=failure)
+            failure.recorded = True
+        raise failure
+    return cast(TokenSet, to_store)  # a usable answer always has tokens to store
 
 
 def _naming(err: ProviderErrorT, connection: Connection) -> ProviderErrorT:
@@ -198,7 +235,7 @@ def needs_reauth_message(connection: Connection) -> str:
     return f"It needs reauthorization{reason}: someone must reconnect it."
 
 
-def _rotated_elsewhere(current: Connection) -> bool:
+def rotated_elsewhere(current: Connection) -> bool:
     """Before declaring the grant dead, re-read the row: a worker that doesn't take our lock
     (another deployment, a script) may have just rotated the refresh token. If so, adopt its
     tokens instead."""
@@ -269,11 +306,16 @@ def _mark_failed(current: Connection, err: ProviderError) -> None:
 
 
 def _mark_reauth_required(current: Connection, err: ReauthorizationRequired) -> None:
+    set_reauth_required(current, err)
+    save_status(current)
+    record_event(current, Kind.REAUTH_REQUIRED, err.detail, error=err)
+
+
+def set_reauth_required(current: Connection, err: ReauthorizationRequired) -> None:
+    """Mark ``current`` (in memory) as waiting for a person to reconnect it."""
     current.status = Status.REAUTH_REQUIRED
     current.last_error = printable(err.detail)
     current.retry_not_before = None
-    save_status(current)
-    record_event(current, Kind.REAUTH_REQUIRED, err.detail, error=err)
 
 
 def _copy_state(source: Connection, target: Connection) -> None:

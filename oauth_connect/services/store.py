@@ -6,15 +6,17 @@ Called with the connection's row lock held (see ``locking``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db import DatabaseError, Error, transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from .. import conf
 from .._internal.log import connection_fields, logger
 from .._internal.redact import printable
+from .._internal.savepoint import undone_if_refused
 from ..exceptions import ConnectionUnavailable, ProviderError, TokensNotStored
 from ..models import Connection, ConnectionEvent
 from ..providers.base import TokenSet
@@ -34,6 +36,40 @@ def store_refreshed(
     """Store ``tokens`` over ``current``'s, with a ``kind`` event; or, with ``failure``, store
     the part of an unusable answer worth keeping (see ``validation.CheckedTokens.salvage``)
     and mark the connection failed, in the same write."""
+    write_refreshed(apply_refreshed(current, tokens, kind, failure=failure))
+
+
+@dataclass
+class Refreshed:
+    """Tokens applied to a connection in memory, not yet written: what ``write_refreshed``
+    writes for one row, and the batched refresh (``services.batch``) for many at once."""
+
+    current: Connection
+    kind: str
+    note: str
+    recovered: bool
+    failures_before: int
+    failure: ProviderError | None
+
+    def events(self) -> list[tuple[str, str]]:
+        """The events to append: (kind, message) pairs."""
+        events = [(self.kind, self.note)]
+        if self.recovered:
+            events.append((Kind.RECOVERED, "Refreshed after earlier failures."))
+        return events
+
+    def signal_kwargs(self) -> dict[str, Any]:
+        return {} if self.failure is None else {"error": self.failure}
+
+
+def apply_refreshed(
+    current: Connection,
+    tokens: TokenSet,
+    kind: str = ConnectionEvent.Kind.REFRESHED,
+    *,
+    failure: ProviderError | None = None,
+) -> Refreshed:
+    """Put ``tokens`` (and, with ``failure``, the failure mark) on ``current`` in memory."""
     now = timezone.now()
     recovered = failure is None and (
         current.consecutive_failures > 0 or current.status == Status.ERROR
@@ -61,16 +97,22 @@ def store_refreshed(
     else:
         set_failed(current, failure)
         kind, note = Kind.REFRESH_FAILED, failure.detail
-    signal_kwargs = {} if failure is None else {"error": failure}
+    return Refreshed(current, kind, note, recovered, failures_before, failure)
+
+
+def write_refreshed(applied: Refreshed) -> None:
+    """Write one row's applied tokens and their events, retried once; a write the database
+    refuses twice is logged, marked, and raised as ``TokensNotStored``."""
+    current = applied.current
     try:
-        _write_tokens(current, kind, note, recovered, signal_kwargs)
+        _write_tokens(applied)
     except DatabaseError:
         _unless_deleted(current)
         try:
             # Once more: many write failures are momentary (a deadlock victim, a failover).
-            _write_tokens(current, kind, note, recovered, signal_kwargs)
+            _write_tokens(applied)
         except DatabaseError as err:
-            raise _tokens_not_stored(current, err, failures_before) from err
+            raise tokens_not_stored(current, err, applied.failures_before) from err
 
 
 def set_failed(current: Connection, err: ProviderError) -> None:
@@ -96,45 +138,28 @@ def _unless_deleted(current: Connection) -> None:
         )
 
 
-def _write_tokens(
-    current: Connection, kind: str, note: str, recovered: bool, signal_kwargs: dict[str, Any]
-) -> None:
+def _write_tokens(applied: Refreshed) -> None:
     """The tokens and their events, all or nothing. Announced (log line, signal) only once
     written, so a write that is rolled back and retried announces once."""
+    current = applied.current
     alias = current._state.db
     connection = transaction.get_connection(alias)
     if not connection.in_atomic_block:
         # No row lock's transaction around us (SQLite): a short one of our own.
         with transaction.atomic(using=alias):
-            events = _write_tokens_and_events(current, kind, note, recovered)
+            events = _write_tokens_and_events(applied)
     else:
-        # Inside the row lock's transaction: a savepoint, so that a refused write leaves that
-        # transaction usable for the retry and the failure mark. Deliberately never released:
-        # it ends with the transaction, and a RELEASE would cost a query per refresh.
-        callbacks_before = len(connection.run_on_commit)
-        savepoint = connection.savepoint()  # (transaction.savepoint() is deprecated in 6.1)
-        try:
-            events = _write_tokens_and_events(current, kind, note, recovered)
-        except DatabaseError:
-            # As an atomic block does when it rolls back its savepoint. The failed save()
-            # marked the whole transaction for rollback (which would refuse even the ROLLBACK
-            # TO); the savepoint undoes it all, including on_commit callbacks queued meanwhile
-            # (e.g. by a post_save receiver), which Django forgets only for atomic's own.
-            transaction.set_rollback(False, using=alias)
-            try:
-                connection.savepoint_rollback(savepoint)
-            except Error:
-                transaction.set_rollback(True, using=alias)
-                raise
-            del connection.run_on_commit[callbacks_before:]
-            raise
+        # Inside the row lock's transaction: a refused write must leave it usable for the
+        # retry and the failure mark.
+        with undone_if_refused(alias):
+            events = _write_tokens_and_events(applied)
     for event in events:
-        announce_event(event, **signal_kwargs)
+        announce_event(event, **applied.signal_kwargs())
 
 
 # What a refresh changes; saving only these keeps the UPDATE small (and leaves the rest of the
 # row, e.g. the tenant's kept password, exactly as stored).
-_REFRESHED_FIELDS = [
+REFRESHED_FIELDS = [
     "access_token",
     "refresh_token",
     "refresh_expires_at",
@@ -150,19 +175,16 @@ _REFRESHED_FIELDS = [
 ]
 
 
-def _write_tokens_and_events(
-    current: Connection, kind: str, note: str, recovered: bool
-) -> list[ConnectionEvent]:
-    current.save(update_fields=_REFRESHED_FIELDS)
-    events = [store_event(current, kind, note)]
-    if recovered:
-        events.append(store_event(current, Kind.RECOVERED, "Refreshed after earlier failures."))
-    return events
+# What a failure mark changes (``save_status``); the tokens stay exactly as stored.
+STATUS_FIELDS = ["status", "last_error", "retry_not_before", "updated_at"]
 
 
-def _tokens_not_stored(
-    current: Connection, err: DatabaseError, failures_before: int
-) -> TokensNotStored:
+def _write_tokens_and_events(applied: Refreshed) -> list[ConnectionEvent]:
+    applied.current.save(update_fields=REFRESHED_FIELDS)
+    return [store_event(applied.current, kind, note) for kind, note in applied.events()]
+
+
+def tokens_not_stored(current: Connection, err: Exception, failures_before: int) -> TokensNotStored:
     """The provider rotated, we couldn't store the result: never let that pass quietly. Log it
     (the error's type only: database messages can quote row values), and mark the connection
     for operators if the database takes that much."""
@@ -196,5 +218,5 @@ def _tokens_not_stored(
 
 def save_status(current: Connection, *extra_fields: str) -> None:
     # Only status columns: the tokens we hold stay exactly as stored.
-    fields = ["status", "last_error", "retry_not_before", "updated_at", *extra_fields]
+    fields = [*STATUS_FIELDS, *extra_fields]
     current.save(update_fields=fields)
