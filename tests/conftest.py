@@ -117,6 +117,7 @@ class _LogLineChecker(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         # Lines about many connections at once (a crashed worker, a Celery fan-out) name none.
         about_many = getattr(record, "event", None) in {
+            "batch_write_refused",
             "refresh_crashed",
             "refreshes_enqueued",
             "watchdog_failed",

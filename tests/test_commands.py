@@ -27,6 +27,8 @@ from tests.conftest import (
     TOKEN_URL,
     apicbase_settings,
     oauth_connect_settings,
+    postgres_configured,
+    requires_postgres,
     token_body,
 )
 
@@ -394,6 +396,74 @@ def test_workers_refresh_every_connection_once(
         assert current.access_token == f"a2-{label}"
         assert current.refresh_token == f"r2-{label}"
         assert current.events.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--processes", "0"], "--processes must be 1 or more"),
+        (["--processes", "3", "--workers", "2"], "give at least --workers 3"),
+    ],
+)
+def test_processes_must_be_possible(options: list[str], message: str, db: None) -> None:
+    if not postgres_configured():
+        message = message if "0" in options else "--processes needs PostgreSQL"
+    with pytest.raises(CommandError, match=message):
+        refresh_tokens(*options)
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_processes_share_out_the_connections_and_report_through_this_one(
+    make_connection: Callable[..., Connection], http_mock: responses.RequestsMock
+) -> None:
+    # The children inherit this process's fake token endpoint; their calls are counted in
+    # their own memory, so the stored tokens and this process's report are what is checked.
+    http_mock.assert_all_requests_are_fired = False
+    labels = [f"set-{n}" for n in range(10)]
+    connections = {
+        label: make_connection(label=label, refresh_token=f"r-{label}") for label in labels
+    }
+
+    def token_endpoint(request: Any) -> tuple[int, dict[str, str], str]:
+        label = dict(parse_qsl(request.body))["refresh_token"].removeprefix("r-")
+        body = {**token_body(), "access_token": f"a2-{label}", "refresh_token": f"r2-{label}"}
+        return 200, {"Content-Type": "application/json"}, json.dumps(body)
+
+    http_mock.add_callback(responses.POST, TOKEN_URL, callback=token_endpoint)
+
+    status, out, _ = refresh_tokens("--workers", "4", "--processes", "2", "--json")
+
+    assert status == 0
+    report = json.loads(out)
+    assert (report["due"], report["refreshed"], report["failed"]) == (10, 10, 0)
+    assert sorted(r["connection_id"] for r in report["connections"]) == sorted(
+        c.pk for c in connections.values()
+    )
+    for label, connection in connections.items():
+        current = reload(connection)
+        assert (current.access_token, current.refresh_token) == (f"a2-{label}", f"r2-{label}")
+        assert current.events.count() == 1
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_process_that_crashes_is_an_error_naming_what_it_raised(
+    make_connection: Callable[..., Connection], monkeypatch: Any
+) -> None:
+    from oauth_connect.services import bulk
+
+    make_connection(expires_at=timezone.now())
+
+    def broken_listing(queryset: Any) -> Any:
+        raise RuntimeError("a listing that fails, with text that must not be shown")
+
+    monkeypatch.setattr(bulk, "_pages", broken_listing)  # inherited by the forked children
+
+    with pytest.raises(CommandError) as raised:
+        refresh_tokens("--workers", "2", "--processes", "2")
+    assert str(raised.value).startswith("2 of 2 processes failed: RuntimeError, RuntimeError.")
+    assert "must not be shown" not in str(raised.value)
 
 
 # Failures -------------------------------------------------------------------------------------

@@ -5,9 +5,13 @@ Install with ``pip install oauth_connect[celery]``, have your worker import this
 ``oauth_connect.refresh_due_connections`` with Celery beat, e.g. every 15 minutes.
 
 - ``refresh_due_connections_task`` lists the connections due within ``within_seconds`` and
-  enqueues one ``refresh_connection_task`` per connection; it refreshes nothing itself.
-- ``refresh_connection_task`` refreshes one connection if it is still due when it runs, and
-  returns what happened as a small JSON-able dict.
+  enqueues one ``refresh_connections_task`` per batch of ``batch_size`` connections; it
+  refreshes nothing itself.
+- ``refresh_connections_task`` refreshes the connections of one batch that are still due when
+  it runs: on PostgreSQL as ``refresh_tokens`` does, in one transaction with every provider
+  call at once (a thread each); elsewhere one after the other. It returns what happened to
+  each as a small JSON-able dict.
+- ``refresh_connection_task`` does the same for one connection, for your own code's use.
 
 Safe on many workers and with overlapping fan-outs: every refresh takes the connection's row lock
 and re-checks under it that the connection is still due, not refreshed since the fan-out started
@@ -17,15 +21,17 @@ fresh token and reports ``skipped`` without calling the provider.
 Retries: a provider failure (network, 5xx, 429, a refused grant) is not retried by Celery. It is
 recorded on the connection with the package's own backoff (``RETRY_BACKOFF``, the provider's
 ``Retry-After``), and a later fan-out retries it once that has passed; a Celery retry on top
-would ignore that backoff. A connection another worker holds past any refresh's deadline
-(``ConnectionBusy``) is reported ``skipped`` with the reason, for the next fan-out. Only a
-database error (``OperationalError``, ``InterfaceError``: a dropped connection, a busy SQLite
-file) is retried, with exponential backoff and jitter, because it leaves nothing recorded. The
-fan-out is never retried: the next beat run lists the connections again.
+would ignore that backoff. A connection another worker holds is reported ``skipped``, for the
+next fan-out. Only a database error (``OperationalError``, ``InterfaceError``: a dropped
+connection, a busy SQLite file) that struck before any provider was asked is retried, with
+exponential backoff and jitter, because it leaves nothing recorded (one that strikes after is
+recorded on the connections, as ``refresh_tokens`` records it). The fan-out is never retried:
+the next beat run lists the connections again.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,19 +43,33 @@ from django.utils import timezone
 # The same per-connection re-check and paging that refresh_tokens runs.
 from .._internal.log import logger
 from ..providers import registry
-from ..services.bulk import due_connection_ids, refresh_one_if_due
+from ..services.bulk import (
+    RefreshResult,
+    due_connection_ids,
+    refresh_one_if_due,
+    refresh_these_if_due,
+)
 
 __all__ = [
+    "DEFAULT_BATCH_SIZE",
     "DEFAULT_WITHIN_SECONDS",
+    "MAX_BATCH_SIZE",
     "REFRESH_CONNECTION",
+    "REFRESH_CONNECTIONS",
     "REFRESH_DUE_CONNECTIONS",
     "refresh_connection_task",
+    "refresh_connections_task",
     "refresh_due_connections_task",
 ]
 
 # Stable task names, for beat schedules and task routes, whatever the module path.
 REFRESH_CONNECTION = "oauth_connect.refresh_connection"
+REFRESH_CONNECTIONS = "oauth_connect.refresh_connections"
 REFRESH_DUE_CONNECTIONS = "oauth_connect.refresh_due_connections"
+# Connections per batch task: as many provider calls at once as refresh_tokens' --workers 8.
+DEFAULT_BATCH_SIZE = 8
+# A batch runs a thread per connection: a bigger one is a mistake (or a hostile message).
+MAX_BATCH_SIZE = 100
 # refresh_tokens' default --within; a token is still never refreshed before half its lifetime.
 DEFAULT_WITHIN_SECONDS = 24 * 3600
 
@@ -79,43 +99,84 @@ def refresh_connection_task(
     """
     within = _within(within_seconds)
     since = _since(not_refreshed_since) if not_refreshed_since is not None else timezone.now()
-    result = vars(
+    return _as_dict(
         refresh_one_if_due(_connection_id(connection_id), within, not_refreshed_since=since)
     )
-    tenant_id = result["tenant_id"]
+
+
+@shared_task(
+    name=REFRESH_CONNECTIONS,
+    autoretry_for=(OperationalError, InterfaceError),
+    max_retries=5,
+    retry_backoff=5,
+    retry_backoff_max=300,
+    retry_jitter=True,
+)
+def refresh_connections_task(
+    connection_ids: list[int],
+    within_seconds: float = DEFAULT_WITHIN_SECONDS,
+    not_refreshed_since: str | None = None,
+) -> dict[str, Any]:
+    """:func:`refresh_connection_task` for a batch of at most ``MAX_BATCH_SIZE`` connections:
+    on PostgreSQL in one transaction, every provider call at once.
+
+    Returns ``{"refreshed", "skipped", "failed", "connections"}``: the counts, and one
+    :func:`refresh_connection_task` result per connection.
+    """
+    pks = _connection_ids(connection_ids)
+    within = _within(within_seconds)
+    since = _since(not_refreshed_since) if not_refreshed_since is not None else timezone.now()
+    results = [
+        _as_dict(result) for result in refresh_these_if_due(pks, within, not_refreshed_since=since)
+    ]
+    counts = {outcome: 0 for outcome in ("refreshed", "skipped", "failed")}
+    for result in results:
+        counts[result["outcome"]] += 1
+    return {**counts, "connections": results}
+
+
+def _as_dict(result: RefreshResult) -> dict[str, Any]:
+    as_dict = vars(result)
+    tenant_id = as_dict["tenant_id"]
     if not (tenant_id is None or isinstance(tenant_id, (int, str))):
-        result["tenant_id"] = str(tenant_id)  # e.g. a UUID primary key, for any serializer
-    return result
+        as_dict["tenant_id"] = str(tenant_id)  # e.g. a UUID primary key, for any serializer
+    return as_dict
 
 
 @shared_task(name=REFRESH_DUE_CONNECTIONS)
 def refresh_due_connections_task(
     within_seconds: float = DEFAULT_WITHIN_SECONDS,
     providers: Iterable[str] | str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> dict[str, Any]:
-    """Enqueue ``refresh_connection_task`` for every connection whose access token expires within
-    ``within_seconds`` (default a day) and that can be refreshed now, optionally only for
-    ``providers`` (a provider id or a list of them).
+    """Enqueue ``refresh_connections_task`` for every ``batch_size`` connections (at most
+    ``MAX_BATCH_SIZE``) whose access token expires within ``within_seconds`` (default a day)
+    and that can be refreshed now, optionally only for ``providers`` (a provider id or a list).
 
     Connections are read in pages of primary keys, so memory stays flat however many there are.
-    Returns ``{"enqueued", "within_seconds", "providers", "started"}``.
+    Returns ``{"enqueued", "batches", "within_seconds", "providers", "started"}``.
     """
     within = _within(within_seconds)
     provider_ids = _providers(providers)
+    size = _batch_size(batch_size)
     started = timezone.now()
     options = {"within_seconds": within.total_seconds(), "not_refreshed_since": started.isoformat()}
-    enqueued = 0
-    for pk in due_connection_ids(within, providers=provider_ids, now=started):
+    enqueued = batches = 0
+    due = due_connection_ids(within, providers=provider_ids, now=started)
+    while batch := list(itertools.islice(due, size)):
         # Not added to this task's result: a fleet of connections would bloat it.
-        refresh_connection_task.apply_async(args=(pk,), kwargs=options, add_to_parent=False)
-        enqueued += 1
+        refresh_connections_task.apply_async(args=(batch,), kwargs=options, add_to_parent=False)
+        enqueued += len(batch)
+        batches += 1
     logger.info(
-        "Enqueued %s connection refreshes",
+        "Enqueued %s connection refreshes in %s batches",
         enqueued,
-        extra={"event": "refreshes_enqueued", "enqueued": enqueued},
+        batches,
+        extra={"event": "refreshes_enqueued", "enqueued": enqueued, "batches": batches},
     )
     return {
         "enqueued": enqueued,
+        "batches": batches,
         "within_seconds": within.total_seconds(),
         "providers": provider_ids,
         "started": started.isoformat(),
@@ -133,6 +194,22 @@ def _connection_id(value: Any) -> int:
         return int(value)
     except ValueError as err:
         raise ValueError(f"connection_id must be an integer, not {value!r}.") from err
+
+
+def _connection_ids(value: Any) -> list[int]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise TypeError(f"connection_ids must be a list of integers, not {type(value).__name__}.")
+    if not 1 <= len(value) <= MAX_BATCH_SIZE:
+        raise ValueError(f"connection_ids must hold 1 to {MAX_BATCH_SIZE} ids, not {len(value)}.")
+    return [_connection_id(pk) for pk in value]
+
+
+def _batch_size(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"batch_size must be an integer, not {type(value).__name__}.")
+    if not 1 <= value <= MAX_BATCH_SIZE:
+        raise ValueError(f"batch_size must be 1 to {MAX_BATCH_SIZE}, not {value}.")
+    return value
 
 
 def _within(value: Any) -> timedelta:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import Executor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,7 +29,7 @@ from django.db import DatabaseError, connections, router, transaction
 
 from .._internal.log import connection_fields, logger
 from .._internal.savepoint import undone_if_refused
-from .._internal.update_rows import update_rows
+from .._internal.update_rows import insert_rows, update_rows
 from ..exceptions import (
     AwaitingReauthorization,
     ConnectionUnavailable,
@@ -64,6 +65,7 @@ from .store import (
 Kind = ConnectionEvent.Kind
 # A failure mark: the status columns and the failure count, never the tokens.
 MARK_FIELDS = [*STATUS_FIELDS, "consecutive_failures"]
+EVENT_FIELDS = ["connection", "kind", "message", "created_at"]
 
 
 def batches_supported(alias: str | None = None) -> bool:
@@ -97,10 +99,17 @@ class _Row:
 
 
 def refresh_batch(
-    pks: Sequence[int], within: timedelta, started: datetime, pool: Executor
+    pks: Sequence[int],
+    within: timedelta,
+    started: datetime,
+    pool: Executor,
+    *,
+    turn: AbstractContextManager[Any] | None = None,
 ) -> list[RefreshResult]:
     """Refresh each of ``pks`` that is still due within ``within`` and not refreshed since
     ``started``, in one transaction; ``pool`` must run at least ``len(pks)`` calls at once.
+    ``turn``, when given, is held from the claim until the last provider answer: batches that
+    share a pool take turns at it, so a claimed row never waits for another batch's calls.
 
     Returns a result per connection, in the order of ``pks``. Provider failures are results,
     never raised. Raises ``DatabaseError`` only if nothing was asked of any provider yet (so
@@ -108,18 +117,23 @@ def refresh_batch(
     ``TokensNotStored`` on each connection that got new tokens, as a single refresh would.
     """
     alias = router.db_for_write(Connection)
+    pks = list(dict.fromkeys(pks))  # each once, in order
     results: dict[int, RefreshResult] = {}
     rows: list[_Row] = []
     try:
         with transaction.atomic(using=alias):
-            rows = _claim(alias, pks, within, started, results)
-            _ask_all(rows, pool)
+            with turn or nullcontext():
+                rows = _claim(alias, pks, within, started, results)
+                _ask_all(rows, pool)
             for row in rows:
                 _settle(row, results)
             _write(alias, rows, results)
     except Exception as err:
         if not any(row.answer is not None for row in rows):
             raise
+        # A connection that broke (the usual reason) is replaced for the marks, and the
+        # batches after this one.
+        connections[alias].close_if_unusable_or_obsolete()
         _lost(rows, err, results)
     else:
         for row in rows:
@@ -265,7 +279,7 @@ def _write(alias: str, rows: list[_Row], results: dict[int, RefreshResult]) -> N
                 [row.current for row in rows if row.mark is not None], MARK_FIELDS, using=alias
             )
             events = [event for row in rows for event, _ in row.events]
-            ConnectionEvent.objects.using(alias).bulk_create(events)
+            insert_rows(events, EVENT_FIELDS, using=alias)
     except DatabaseError as err:
         logger.warning(
             "Writing a batch of %s refreshes failed (%s); writing them one by one",

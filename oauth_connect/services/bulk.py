@@ -19,10 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connections
+from django.db import connections, router
 from django.db.models import QuerySet
+from django.db.models.functions import Mod
 from django.utils import timezone
 
+from .._internal.forked import can_fork, run_forked
 from .._internal.log import logger
 from ..exceptions import (
     AwaitingReauthorization,
@@ -59,6 +61,7 @@ def refresh_due_connections(
     providers: list[str] | None = None,
     tenant: Any = None,
     workers: int = 1,
+    processes: int = 1,
     dry_run: bool = False,
     on_result: Callable[[RefreshResult], None] | None = None,
     keep_results: bool = True,
@@ -66,8 +69,32 @@ def refresh_due_connections(
     """Refresh every due connection, ``workers`` provider calls at once; report each result to
     ``on_result`` as it happens (from worker threads, one at a time). With
     ``keep_results=False`` the summary holds only counts: memory stays flat however many
-    connections are due."""
-    now = timezone.now()
+    connections are due.
+
+    ``processes`` > 1 (PostgreSQL, on systems that fork) splits the due connections and the
+    workers between that many forked processes, for when one process's CPU is the limit (fast
+    token endpoints): each has one database connection. Not inside a transaction."""
+    if processes > 1 and not dry_run:
+        return _refresh_in_processes(
+            within, providers, tenant, workers, processes, on_result, keep_results
+        )
+    return _refresh_due(within, providers, tenant, workers, dry_run, on_result, keep_results)
+
+
+def _refresh_due(
+    within: timedelta,
+    providers: list[str] | None,
+    tenant: Any,
+    workers: int,
+    dry_run: bool,
+    on_result: Callable[[RefreshResult], None] | None,
+    keep_results: bool,
+    *,
+    partition: tuple[int, int] | None = None,
+    now: datetime | None = None,
+    lanes: int | None = None,
+) -> RefreshSummary:
+    now = now or timezone.now()
     summary = RefreshSummary(keep_results=keep_results)
     report_lock = threading.Lock()
 
@@ -77,7 +104,11 @@ def refresh_due_connections(
             if on_result is not None:
                 on_result(result)
 
-    pks = _pages(due_connections(within, providers=providers, tenant=tenant, now=now))
+    due = due_connections(within, providers=providers, tenant=tenant, now=now)
+    if partition is not None:
+        index, count = partition
+        due = due.alias(partition=Mod("pk", count)).filter(partition=index)
+    pks = _pages(due)
     if dry_run:
         for pk in pks:
             connection = Connection.objects.get(pk=pk)
@@ -85,7 +116,7 @@ def refresh_due_connections(
                 report(result_for(connection, "due"))
         return summary
     if batches_supported():
-        _refresh_in_batches(pks, within, now, workers, report)
+        _refresh_in_batches(pks, within, now, workers, report, LANES if lanes is None else lanes)
         return summary
 
     def refresh_one(pk: int) -> None:
@@ -102,6 +133,53 @@ def refresh_due_connections(
         report(result)
 
     _run_in_threads(pks, refresh_one, workers)
+    return summary
+
+
+def _refresh_in_processes(
+    within: timedelta,
+    providers: list[str] | None,
+    tenant: Any,
+    workers: int,
+    processes: int,
+    on_result: Callable[[RefreshResult], None] | None,
+    keep_results: bool,
+) -> RefreshSummary:
+    if not batches_supported():
+        raise ValueError("Refreshing in several processes needs PostgreSQL.")
+    if not can_fork():
+        raise ValueError("Refreshing in several processes needs a system that can fork.")
+    if processes > workers:
+        raise ValueError(f"{processes} processes need at least as many workers ({workers}).")
+    if connections[router.db_for_write(Connection)].in_atomic_block:
+        raise ValueError("Refreshing in several processes can't run inside a transaction.")
+    now = timezone.now()  # one start for all: what "refreshed since the run started" means
+    summary = RefreshSummary(keep_results=keep_results)
+    shares = [
+        workers // processes + (1 if n < workers % processes else 0) for n in range(processes)
+    ]
+
+    def task(index: int, send: Callable[[Any], None]) -> None:
+        # One lane per process: its one database connection lists, claims and writes.
+        _refresh_due(
+            within,
+            providers,
+            tenant,
+            shares[index],
+            False,
+            send,
+            False,
+            partition=(index, processes),
+            now=now,
+            lanes=1,
+        )
+
+    def receive(result: RefreshResult) -> None:
+        summary.add(result)
+        if on_result is not None:
+            on_result(result)
+
+    run_forked(task, processes, receive)
     return summary
 
 
@@ -179,18 +257,21 @@ def _refresh_in_batches(
     started: datetime,
     workers: int,
     report: Callable[[RefreshResult], None],
+    lanes: int,
 ) -> None:
-    """``workers`` provider calls at once, split between ``LANES`` threads. Each lane takes up
-    to its share of the due rows as one batch, with a pool as large as that share, so every
-    call of a batch runs at once and no batch holds its locks longer than one call."""
-    lanes = min(LANES, workers)
-    shares = [workers // lanes + (1 if lane < workers % lanes else 0) for lane in range(lanes)]
+    """Batches of ``workers`` rows on ``lanes`` threads sharing one pool of ``workers`` threads.
+    The lanes take turns at the pool (claim, then every call of the batch at once), so one
+    lane's database work (its write and commit) overlaps the next lane's provider calls, and a
+    claimed row never waits behind another batch's calls."""
+    turn = threading.Lock()
 
     def refresh(batch: list[int], pool: ThreadPoolExecutor) -> None:
         try:
-            results = refresh_batch(batch, within, started, pool)
+            results = refresh_batch(batch, within, started, pool, turn=turn)
         except Exception as err:
-            # A batch the database refused before any provider was asked: nothing changed.
+            # A batch the database refused before any provider was asked: nothing changed. A
+            # connection that broke is replaced for the next batch.
+            connections[router.db_for_write(Connection)].close_if_unusable_or_obsolete()
             for pk in batch:
                 logger.exception(
                     "Refreshing connection #%s failed unexpectedly",
@@ -204,56 +285,47 @@ def _refresh_in_batches(
         for result in results:
             report(result)
 
-    _run_in_lanes(pks, refresh, shares)
+    with ThreadPoolExecutor(workers, thread_name_prefix="oauth_connect-refresh") as pool:
+        _run_in_lanes(pks, lambda batch: refresh(batch, pool), workers, min(lanes, workers))
 
 
 def _run_in_lanes(
-    items: Iterator[int],
-    work: Callable[[list[int], ThreadPoolExecutor], None],
-    shares: list[int],
+    items: Iterator[int], work: Callable[[list[int]], None], batch_size: int, lanes: int
 ) -> None:
-    """``work(batch, pool)`` on one thread per share, each taking batches of up to its share
-    of the items and a pool of that many threads. Errors as in :func:`_run_in_threads`. One
-    lane runs on the calling thread and its database connection, as one worker always has."""
-    if len(shares) == 1:
-        with ThreadPoolExecutor(shares[0], thread_name_prefix="oauth_connect-refresh") as pool:
-            for batch in _chunks(items, shares[0]):
-                work(batch, pool)
+    """``work(batch)`` for batches of up to ``batch_size`` items, on ``lanes`` threads. Errors
+    as in :func:`_run_in_threads`. One lane runs on the calling thread and its database
+    connection, as one worker always has."""
+    if lanes == 1:
+        for batch in _chunks(items, batch_size):
+            work(batch)
         return
-    todo: queue.Queue[int | None] = queue.Queue(maxsize=sum(shares) * 4)
+    todo: queue.Queue[int | None] = queue.Queue(maxsize=batch_size * lanes * 2)
     errors: list[BaseException] = []
 
-    def lane(share: int) -> None:
-        pool = ThreadPoolExecutor(share, thread_name_prefix="oauth_connect-refresh")
+    def lane() -> None:
         try:
             last = False
             while not last:
-                # Wait for the first of a batch only: the rest are those ready now.
-                first = todo.get()
-                if first is None:
-                    return
-                batch = [first]
-                while len(batch) < share:
-                    try:
-                        item = todo.get_nowait()
-                    except queue.Empty:
-                        break
+                # A full batch, or what is left: the listing is far faster than refreshing,
+                # so waiting for a full batch costs nothing but the end of a listing page.
+                batch: list[int] = []
+                while len(batch) < batch_size:
+                    item = todo.get()
                     if item is None:
                         last = True
                         break
                     batch.append(item)
-                if errors:
-                    continue  # stop working, keep draining
+                if not batch or errors:
+                    continue  # nothing, or stop working but keep draining
                 try:
-                    work(batch, pool)
+                    work(batch)
                 except BaseException as err:
                     errors.append(err)
         finally:
-            pool.shutdown()
             # This lane's database connection: close it, or it leaks per run.
             connections.close_all()
 
-    threads = [threading.Thread(target=lane, args=(share,), daemon=True) for share in shares]
+    threads = [threading.Thread(target=lane, daemon=True) for _ in range(lanes)]
     for thread in threads:
         thread.start()
     for item in items:

@@ -36,7 +36,11 @@ from oauth2_provider.models import AccessToken, RefreshToken
 
 from example_project.celery import app as celery_app
 from oauth_connect.contrib import celery as tasks
-from oauth_connect.contrib.celery import refresh_connection_task, refresh_due_connections_task
+from oauth_connect.contrib.celery import (
+    refresh_connection_task,
+    refresh_connections_task,
+    refresh_due_connections_task,
+)
 from oauth_connect.models import Connection
 from oauth_connect.services import bulk
 from tests.conftest import TOKEN_URL, postgres_configured, token_body
@@ -59,6 +63,7 @@ def minutes(n: float) -> datetime:
 
 def test_tasks_have_stable_names_for_beat_schedules() -> None:
     assert refresh_connection_task.name == "oauth_connect.refresh_connection"
+    assert refresh_connections_task.name == "oauth_connect.refresh_connections"
     assert refresh_due_connections_task.name == "oauth_connect.refresh_due_connections"
     schedule = celery_app.conf.beat_schedule["oauth-connect-refresh-due-connections"]
     assert schedule["task"] in celery_app.tasks
@@ -201,19 +206,94 @@ def test_refresh_task_rejects_arguments_that_would_do_the_wrong_thing(
         refresh_connection_task.apply(args=args, throw=True)
 
 
+# refresh_connections_task (a batch) -------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_batch_task_refreshes_the_due_ones_and_reports_each(
+    eager_celery: Any, http_mock: responses.RequestsMock, make_connection: Any, organisation: Any
+) -> None:
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(2))
+    http_mock.add(responses.POST, TOKEN_URL, status=503, body="down")
+    due = make_connection(label="kitchen", expires_at=minutes(10))
+    failing = make_connection(label="bar", expires_at=minutes(10))
+    fresh = make_connection(label="bakery", expires_at=timezone.now() + timedelta(days=3))
+
+    result = refresh_connections_task.delay(
+        [due.pk, failing.pk, fresh.pk, 123456, due.pk]  # a deleted one, a duplicate
+    ).get()
+
+    assert json.loads(json.dumps(result)) == result
+    assert (result["refreshed"], result["skipped"], result["failed"]) == (1, 2, 1)
+    assert [(r["connection_id"], r["outcome"]) for r in result["connections"]] == [
+        (due.pk, "refreshed"),
+        (failing.pk, "failed"),
+        (fresh.pk, "skipped"),
+        (123456, "skipped"),
+    ]
+    assert result["connections"][0]["tenant_id"] == organisation.pk
+    assert len(http_mock.calls) == 2
+    assert Connection.objects.get(pk=due.pk).access_token == "access-token-2"
+    assert Connection.objects.get(pk=failing.pk).status == "error"
+
+
+@pytest.mark.django_db
+def test_batch_task_retries_a_database_error_before_any_provider_call(
+    http_mock: responses.RequestsMock, make_connection: Any, monkeypatch: Any
+) -> None:
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(2))
+    connection = make_connection(expires_at=minutes(-5))
+    attempts: list[int] = []
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OperationalError("database is locked")
+        return bulk.refresh_these_if_due(*args, **kwargs)
+
+    monkeypatch.setattr(tasks, "refresh_these_if_due", flaky)
+
+    result = refresh_connections_task.apply(args=([connection.pk],)).get()
+
+    assert len(attempts) == 2
+    assert result["refreshed"] == 1
+    assert len(http_mock.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        pytest.param((None,), TypeError, id="no-ids"),
+        pytest.param((7,), TypeError, id="one-id-not-a-list"),
+        pytest.param(("1,2",), TypeError, id="text"),
+        pytest.param(([],), ValueError, id="empty"),
+        pytest.param((list(range(1, 102)),), ValueError, id="too-many"),
+        pytest.param(([1, True],), TypeError, id="bool-id"),
+        pytest.param(([1, "x"],), ValueError, id="word-id"),
+        pytest.param(([1], -1), ValueError, id="negative-within"),
+        pytest.param(([1], DAY, "2025-01-01T00:00:00"), ValueError, id="naive-since"),
+    ],
+)
+def test_batch_task_rejects_arguments_that_would_do_the_wrong_thing(
+    args: tuple[Any, ...], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        refresh_connections_task.apply(args=args, throw=True)
+
+
 # refresh_due_connections_task -----------------------------------------------------------------
 
 
 @pytest.fixture
 def enqueued(monkeypatch: Any) -> mock.Mock:
     """What the fan-out enqueues, instead of enqueueing it."""
-    task = mock.Mock(name="refresh_connection_task")
-    monkeypatch.setattr(tasks, "refresh_connection_task", task)
+    task = mock.Mock(name="refresh_connections_task")
+    monkeypatch.setattr(tasks, "refresh_connections_task", task)
     return task
 
 
 @pytest.mark.django_db
-def test_fan_out_enqueues_one_refresh_per_due_connection_in_pages(
+def test_fan_out_enqueues_a_batch_per_batch_size_due_connections(
     enqueued: mock.Mock, make_connection: Any, monkeypatch: Any
 ) -> None:
     monkeypatch.setattr(bulk, "PAGE_SIZE", 2)  # three pages for five connections
@@ -224,13 +304,15 @@ def test_fan_out_enqueues_one_refresh_per_due_connection_in_pages(
     make_connection(label="refused", status="reauth_required", expires_at=minutes(-5))
     make_connection(label="failing", status="error", retry_not_before=minutes(9))
 
-    summary = refresh_due_connections_task.apply(throw=True).get()
+    summary = refresh_due_connections_task.apply(kwargs={"batch_size": 2}, throw=True).get()
 
-    assert summary["enqueued"] == 5
+    assert (summary["enqueued"], summary["batches"]) == (5, 3)
     assert (summary["within_seconds"], summary["providers"]) == (DAY, None)
     options = {"within_seconds": DAY, "not_refreshed_since": summary["started"]}
+    pks = [connection.pk for connection in due]
     assert enqueued.apply_async.call_args_list == [
-        mock.call(args=(connection.pk,), kwargs=options, add_to_parent=False) for connection in due
+        mock.call(args=(batch,), kwargs=options, add_to_parent=False)
+        for batch in (pks[:2], pks[2:4], pks[4:])
     ]
 
 
@@ -261,8 +343,8 @@ def test_fan_out_only_for_the_providers_asked(
     ).get()
 
     assert summary["providers"] == listed
-    expected = [(c.pk,) for c in (apicbase, acme) if c.provider in listed]
-    assert [call.kwargs["args"] for call in enqueued.apply_async.call_args_list] == expected
+    expected = [c.pk for c in (apicbase, acme) if c.provider in listed]
+    assert [call.kwargs["args"] for call in enqueued.apply_async.call_args_list] == [(expected,)]
 
 
 @pytest.mark.parametrize(
@@ -273,6 +355,9 @@ def test_fan_out_only_for_the_providers_asked(
         pytest.param({"providers": []}, ValueError, id="no-providers"),
         pytest.param({"providers": [1]}, TypeError, id="not-ids"),
         pytest.param({"providers": ["apicbse"]}, ValueError, id="a-typo"),
+        pytest.param({"batch_size": 0}, ValueError, id="empty-batches"),
+        pytest.param({"batch_size": 101}, ValueError, id="huge-batches"),
+        pytest.param({"batch_size": "8"}, TypeError, id="text-batch-size"),
     ],
 )
 def test_fan_out_rejects_arguments_that_would_do_the_wrong_thing(
@@ -494,18 +579,20 @@ def test_workers_refresh_each_due_connection_once_however_many_fan_outs(
     sent = list(AccessToken.objects.values_list("token", flat=True))
 
     # Two fan-outs at once, as from two beat schedulers: each lists every connection (the fresh
-    # one too: its token expires within a day) and enqueues a refresh for each.
-    fan_outs = [refresh_due_connections_task.apply_async() for _ in range(2)]
+    # one too: its token expires within a day) and enqueues them in batches of two.
+    fan_outs = [
+        refresh_due_connections_task.apply_async(kwargs={"batch_size": 2}) for _ in range(2)
+    ]
     deadline = time.monotonic() + 30
     summaries = [wait_for(fan_out, celery_workers, deadline) for fan_out in fan_outs]
-    enqueued = sum(summary["enqueued"] for summary in summaries)
-    finished = stored_results.wait_for(len(fan_outs) + enqueued, celery_workers, deadline)
+    batches = sum(summary["batches"] for summary in summaries)
+    finished = stored_results.wait_for(len(fan_outs) + batches, celery_workers, deadline)
 
     outcomes: dict[int, Counter[str]] = defaultdict(Counter)
     for meta in finished:
         assert meta["status"] == states.SUCCESS, meta
-        if "outcome" in meta["result"]:  # not a fan-out's summary
-            outcomes[meta["result"]["connection_id"]][meta["result"]["outcome"]] += 1
+        for result in meta["result"].get("connections", []):  # not in a fan-out's summary
+            outcomes[result["connection_id"]][result["outcome"]] += 1
     # Each expired connection refreshed by one task, the other finding it fresh under the lock.
     assert {c.pk: outcomes[c.pk] for c in expired} == {
         c.pk: Counter(refreshed=1, skipped=1) for c in expired
@@ -514,6 +601,7 @@ def test_workers_refresh_each_due_connection_once_however_many_fan_outs(
     # The fan-out that listed second may have found the revoked one awaiting a person already.
     assert outcomes[revoked.pk] in (Counter(failed=1), Counter(failed=1, skipped=1))
     assert sorted(summary["enqueued"] for summary in summaries) in ([5, 6], [6, 6])
+    assert batches == sum((summary["enqueued"] + 1) // 2 for summary in summaries)
 
     # At the sandbox: one token response per expired connection, none for the others.
     assert sandbox.issued_since("apicbase", marks["apicbase"]) == 3

@@ -77,8 +77,16 @@ def expired_connections(
     return list(Connection.objects.filter(tenant=organisation).order_by("pk"))
 
 
+@pytest.mark.parametrize(
+    "processes",
+    [
+        pytest.param(1, id="threads"),
+        # Each run splits its connections and workers between two forked processes.
+        pytest.param(2, id="processes"),
+    ],
+)
 def test_concurrent_runs_refresh_each_due_connection_once(
-    sandbox: Sandbox, browser: requests.Session, organisation: Any, user: Any
+    sandbox: Sandbox, browser: requests.Session, organisation: Any, user: Any, processes: int
 ) -> None:
     connections = expired_connections(sandbox, browser, organisation, user, CONNECTIONS)
     spent = {connection.pk: connection.refresh_token for connection in connections}
@@ -86,12 +94,16 @@ def test_concurrent_runs_refresh_each_due_connection_once(
 
     with (
         EndpointCalls(TOKEN_PATH) as token_calls,
-        refresh_tokens_runs(RUNS, sandbox.url, "--workers", str(WORKERS)) as runs,
+        refresh_tokens_runs(
+            RUNS, sandbox.url, "--workers", str(WORKERS), "--processes", str(processes)
+        ) as runs,
     ):
-        # The starting gate: each run begins by listing the due connections, and waits here
-        # until all of them do, so they really run at once whatever their start-up times.
+        # The starting gate: each run (each of its processes) begins by listing the due
+        # connections, and waits here until all of them do, so they really run at once
+        # whatever their start-up times.
+        listers = RUNS * processes
         with table_locked(Connection):
-            wait_for(lambda: backends_waiting_for(Connection) >= RUNS, "the runs to list", runs)
+            wait_for(lambda: backends_waiting_for(Connection) >= listers, "the runs to list", runs)
         summaries = [summary_of(run) for run in runs]
 
     for summary in summaries:
@@ -126,7 +138,8 @@ def test_concurrent_runs_refresh_each_due_connection_once(
 
     split = "+".join(str(summary["refreshed"]) for summary in summaries)
     print(
-        f"\nCONCURRENCY cron: runs={RUNS} workers_per_run={WORKERS} connections={CONNECTIONS} "
+        f"\nCONCURRENCY cron: runs={RUNS} workers_per_run={WORKERS} processes_per_run={processes} "
+        f"connections={CONNECTIONS} "
         f"token_calls={token_calls.count} refreshed_sum={sum(refreshed_by.values())} "
         f"(per run {split}) failed=0"
     )

@@ -13,7 +13,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ... import conf
 from ..._internal.durations import parse_duration
+from ..._internal.forked import ChildFailed, can_fork
 from ...providers import registry
+from ...services.batch import batches_supported
 from ...services.bulk import RefreshResult, refresh_due_connections
 
 
@@ -50,6 +52,22 @@ def _check_tenant(value: str) -> None:
         raise CommandError(f"--tenant {value}: there is no {name} with this primary key.")
 
 
+def _check_processes(processes: int, workers: int) -> None:
+    if processes < 1:
+        raise CommandError("--processes must be 1 or more.")
+    if processes == 1:
+        return
+    if not batches_supported():
+        raise CommandError("--processes needs PostgreSQL; on this database use --workers.")
+    if not can_fork():
+        raise CommandError("--processes needs a system that can fork (Linux, macOS).")
+    if processes > workers:
+        raise CommandError(
+            f"--processes {processes} splits --workers between them: give at least "
+            f"--workers {processes}."
+        )
+
+
 class Command(BaseCommand):
     help = "Refresh the tokens of every connection that expires within --within (default 1d)."
 
@@ -78,6 +96,15 @@ class Command(BaseCommand):
             help="Refresh this many connections at once (threads). Default: 1.",
         )
         parser.add_argument(
+            "--processes",
+            type=int,
+            default=1,
+            help=(
+                "Split the run (and --workers) between this many processes, for fast token "
+                "endpoints where one process's CPU is the limit. PostgreSQL only. Default: 1."
+            ),
+        )
+        parser.add_argument(
             "--json",
             action="store_true",
             dest="as_json",
@@ -87,6 +114,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["workers"] < 1:
             raise CommandError("--workers must be 1 or more.")
+        _check_processes(options["processes"], options["workers"])
         _check_providers(options["providers"])
         if options["tenant"] is not None:
             _check_tenant(options["tenant"])
@@ -97,17 +125,23 @@ class Command(BaseCommand):
             if per_line:
                 self.stdout.write(self._line(result))
 
-        summary = refresh_due_connections(
-            options["within"],
-            providers=options["providers"],
-            tenant=options["tenant"],
-            workers=options["workers"],
-            dry_run=options["dry_run"],
-            on_result=progress,
-            # The JSON document lists every connection; text is printed as it happens, so
-            # only counts are kept (constant memory for any number of connections).
-            keep_results=as_json,
-        )
+        try:
+            summary = refresh_due_connections(
+                options["within"],
+                providers=options["providers"],
+                tenant=options["tenant"],
+                workers=options["workers"],
+                processes=options["processes"],
+                dry_run=options["dry_run"],
+                on_result=progress,
+                # The JSON document lists every connection; text is printed as it happens, so
+                # only counts are kept (constant memory for any number of connections).
+                keep_results=as_json,
+            )
+        except ChildFailed as err:
+            raise CommandError(
+                f"{err} What they refreshed is stored; run the command again for the rest."
+            ) from None
         report = summary.as_dict()
         if as_json:
             self.stdout.write(json.dumps({"dry_run": options["dry_run"], **report}, default=str))
