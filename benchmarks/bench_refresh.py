@@ -372,7 +372,7 @@ def run_refresh_tokens(
     from oauth_connect.services import bulk
 
     if lanes is not None:
-        bulk.LANES = lanes
+        bulk.MAX_LANES = lanes
     load_command_class("oauth_connect", "refresh_tokens")  # imports are start-up, not refresh
     measure_postgres = database == "postgres"
     from contextlib import nullcontext
@@ -451,7 +451,7 @@ def main() -> None:
         type=int,
         nargs="+",
         default=[],
-        help="Run refresh_tokens once per value of services.bulk.LANES (default: as shipped).",
+        help="Run refresh_tokens once per value of services.bulk.MAX_LANES (default: as shipped).",
     )
     parser.add_argument(
         "--processes",

@@ -36,7 +36,8 @@ def run_forked(
     """``task(index, send)`` in ``count`` child processes (index 0 to count - 1); ``receive``
     is called here, in this process, with every value a child passes to ``send`` (values must
     pickle). Raises ``ChildFailed`` once all children are finished if any of them raised or
-    died (naming the exception's type only: its text may quote row values)."""
+    died, naming the exception's type only (its text may quote row values); the child's
+    traceback goes to its standard error, as any crash's does."""
     context = multiprocessing.get_context("fork")
     connections.close_all()
     readers: dict[Pipe, multiprocessing.process.BaseProcess] = {}
@@ -55,6 +56,10 @@ def run_forked(
             try:
                 kind, value = reader.recv()
             except EOFError:
+                finished.add(reader)
+                continue
+            except Exception as err:  # a message that doesn't unpickle, a broken pipe
+                failures.append(f"unreadable message ({type(err).__name__})")
                 finished.add(reader)
                 continue
             if kind == _DONE:

@@ -1,9 +1,9 @@
 """Many rows written with one statement each way, for the batched refresh.
 
 - ``update_rows``: ``UPDATE ... WHERE pk = %s`` run for every row through ``executemany``
-  (psycopg sends the rows in one pipeline). Not Django's ``bulk_update``: its
-  ``CASE WHEN pk = ... THEN ...`` per column costs the database about as much as the round
-  trips it saves.
+  (psycopg 3 sends the rows in one pipeline; psycopg 2 makes a round trip per row). Not
+  Django's ``bulk_update``: its ``CASE WHEN pk = ... THEN ...`` per column costs the database
+  about as much as the round trips it saves.
 - ``insert_rows``: one ``INSERT ... VALUES (...), (...) RETURNING pk``; what ``bulk_create``
   sends, without its per-call preparation, which costs more than the statement for a handful of
   rows (measured in benchmarks/bench_refresh.py).

@@ -6,6 +6,7 @@ from .bulk import (
     due_connections,
     refresh_due_connections,
     refresh_one_if_due,
+    refresh_these_if_due,
 )
 from .check import can_check, check_connection
 from .connect import connect_with_credentials, forget_credentials
@@ -27,6 +28,7 @@ __all__ = [
     "refresh_due_connections",
     "refresh_one_if_due",
     "refresh_rejected_token",
+    "refresh_these_if_due",
     "refresh_when",
     "rotate_token",
     "start_authorization",

@@ -19,30 +19,28 @@ SQLite can't keep a write transaction open across HTTP calls: it refreshes row b
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import Executor
-from contextlib import AbstractContextManager, nullcontext
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DatabaseError, connections, router, transaction
 
-from .._internal.log import connection_fields, logger
+from .._internal.log import logger
 from .._internal.savepoint import undone_if_refused
 from .._internal.update_rows import insert_rows, update_rows
 from ..exceptions import (
-    AwaitingReauthorization,
-    ConnectionUnavailable,
     OAuthConnectError,
     ProviderError,
     ReauthorizationRequired,
     TokensNotStored,
 )
-from ..models import Connection, ConnectionEvent
+from ..models import IN_USE_STATUSES, Connection, ConnectionEvent
 from ..providers.base import OAuthClient, Provider, TokenSet
 from .credentials import oauth_client_for, tenant_clients_for
 from .due import still_due
-from .events import announce_event, new_event, record_event
+from .events import announce_event, new_event, store_event
+from .locking import locked_connection
 from .refresh import (
     ask_provider,
     checked_answer,
@@ -83,7 +81,11 @@ class _Row:
 
     current: Connection
     provider: Provider
+    # As claimed: the stored refresh token (its ciphertext) and failure count.
+    stored_refresh_token: Any = None
+    failures_before: int = 0
     oauth_client: OAuthClient | None = None
+    asked: bool = False
     answer: TokenSet | OAuthConnectError | None = None
     # Settled: new tokens to write (with a failure, when only part of an answer was usable) ...
     refreshed: Refreshed | None = None
@@ -93,9 +95,10 @@ class _Row:
     events: list[tuple[ConnectionEvent, dict[str, Any]]] = field(default_factory=list)
 
     @property
-    def issued_tokens(self) -> bool:
-        """Whether the provider answered with tokens, spending the refresh token we hold."""
-        return isinstance(self.answer, TokenSet)
+    def may_have_new_tokens(self) -> bool:
+        """Whether the provider may have issued tokens (spending the refresh token we hold):
+        it answered with some, or it was asked and its answer never came back to us."""
+        return isinstance(self.answer, TokenSet) or (self.asked and self.answer is None)
 
 
 def refresh_batch(
@@ -103,18 +106,15 @@ def refresh_batch(
     within: timedelta,
     started: datetime,
     pool: Executor,
-    *,
-    turn: AbstractContextManager[Any] | None = None,
 ) -> list[RefreshResult]:
     """Refresh each of ``pks`` that is still due within ``within`` and not refreshed since
     ``started``, in one transaction; ``pool`` must run at least ``len(pks)`` calls at once.
-    ``turn``, when given, is held from the claim until the last provider answer: batches that
-    share a pool take turns at it, so a claimed row never waits for another batch's calls.
 
     Returns a result per connection, in the order of ``pks``. Provider failures are results,
-    never raised. Raises ``DatabaseError`` only if nothing was asked of any provider yet (so
-    the caller may retry the batch); after that, a batch the database loses is recorded as
-    ``TokensNotStored`` on each connection that got new tokens, as a single refresh would.
+    never raised. Raises (a ``DatabaseError``, say) only while no provider was asked anything,
+    so the caller may retry the batch; after that, a batch the database loses is recorded as
+    ``TokensNotStored`` on each connection that may have got new tokens, as a single refresh
+    would be.
     """
     alias = router.db_for_write(Connection)
     pks = list(dict.fromkeys(pks))  # each once, in order
@@ -122,19 +122,23 @@ def refresh_batch(
     rows: list[_Row] = []
     try:
         with transaction.atomic(using=alias):
-            with turn or nullcontext():
-                rows = _claim(alias, pks, within, started, results)
-                _ask_all(rows, pool)
+            rows = _claim(alias, pks, within, started, results)
+            _ask_all(rows, pool)
             for row in rows:
-                _settle(row, results)
+                _settle_one(row, results)
             _write(alias, rows, results)
-    except Exception as err:
-        if not any(row.answer is not None for row in rows):
+            if transaction.get_rollback(alias):
+                # Never let atomic() roll back quietly what was reported as written.
+                raise DatabaseError("The batch's transaction can't be committed.")
+    except BaseException as err:
+        if not any(row.asked for row in rows):
             raise
-        # A connection that broke (the usual reason) is replaced for the marks, and the
-        # batches after this one.
+        # A database connection that broke (the usual reason) is replaced for the marks, and
+        # for the batches after this one.
         connections[alias].close_if_unusable_or_obsolete()
         _lost(rows, err, results)
+        if not isinstance(err, Exception):
+            raise  # KeyboardInterrupt, SystemExit: recorded, and on its way
     else:
         for row in rows:
             for event, signal_kwargs in row.events:
@@ -153,20 +157,19 @@ def _claim(
     started: datetime,
     results: dict[int, RefreshResult],
 ) -> list[_Row]:
+    # Only rows that may be refreshed are locked (the others are reported by
+    # _report_unclaimed, as they are).
     locked = Connection.objects.using(alias).select_for_update(skip_locked=True)
     rows = []
-    for current in locked.filter(pk__in=pks):
+    for current in locked.filter(pk__in=pks, status__in=IN_USE_STATUSES):
         if not still_due(current, within, started):
             results[current.pk] = result_for(current, "skipped")
             continue
+        claimed = current.__dict__.get("refresh_token"), current.consecutive_failures
         try:
             provider = refreshable_provider(current, lambda _: True)
-        except (ConnectionUnavailable, AwaitingReauthorization):
-            # Disconnected or marked for reauthorization since it was listed: not a failure.
-            results[current.pk] = result_for(current, "skipped")
-            continue
         except ReauthorizationRequired as err:
-            row = _Row(current, current.get_provider())
+            row = _Row(current, current.get_provider(), *claimed)
             _mark_reauth_required(row, err)
             rows.append(row)
             continue
@@ -176,7 +179,7 @@ def _claim(
         if provider is None:
             results[current.pk] = result_for(current, "skipped")
             continue
-        rows.append(_Row(current, provider))
+        rows.append(_Row(current, provider, *claimed))
     asking = [row for row in rows if row.mark is None]
     prefetched = tenant_clients_for(
         (row.provider, row.current.tenant_id, row.current.client_id) for row in asking
@@ -199,10 +202,25 @@ def _claim(
 
 
 def _ask_all(rows: list[_Row], pool: Executor) -> None:
-    asking = [row for row in rows if row.mark is None]
-    futures = [pool.submit(_ask, row.provider, row.current, row.oauth_client) for row in asking]
-    for row, future in zip(asking, futures, strict=True):
-        row.answer = future.result()
+    """Every call at once; every answer collected, even when waiting is interrupted (a call
+    in flight may spend a refresh token: its answer must not be dropped)."""
+    asking: list[tuple[_Row, Future[TokenSet | OAuthConnectError]]] = []
+    try:
+        for row in rows:
+            if row.mark is None:
+                future = pool.submit(_ask, row.provider, row.current, row.oauth_client)
+                row.asked = True
+                asking.append((row, future))
+    finally:
+        for row, future in asking:
+            try:
+                row.answer = future.result()
+            except BaseException as err:  # noqa: BLE001 - the pool's own failure, as a value
+                row.answer = ProviderError(
+                    f"The call to {row.provider.display_name} failed unexpectedly "
+                    f"({type(err).__name__}).",
+                    connection=row.current,
+                )
 
 
 def _ask(
@@ -220,6 +238,25 @@ def _ask(
 
 
 # Settling each answer (in memory) ----------------------------------------------------------
+
+
+def _settle_one(row: _Row, results: dict[int, RefreshResult]) -> None:
+    """:func:`_settle`; a bug of ours or a provider class's costs this row only."""
+    try:
+        _settle(row, results)
+    except DatabaseError:
+        raise  # the transaction may be gone: the whole batch is recorded as lost
+    except Exception as err:
+        logger.exception(
+            "Settling the refresh of connection #%s failed unexpectedly",
+            row.current.pk,
+            extra={"event": "refresh_crashed", "connection_id": row.current.pk},
+        )
+        row.refreshed = row.mark = None
+        row.failure = None
+        results[row.current.pk] = result_for(
+            row.current, "failed", f"Unexpected {type(err).__name__}."
+        )
 
 
 def _settle(row: _Row, results: dict[int, RefreshResult]) -> None:
@@ -241,7 +278,7 @@ def _settle(row: _Row, results: dict[int, RefreshResult]) -> None:
         _mark_reauth_required(row, answer)
     elif isinstance(answer, ProviderError):
         _mark_failed(row, answer)
-    else:  # another OAuthConnectError (e.g. configuration): reported, not marked
+    elif isinstance(answer, OAuthConnectError):  # e.g. configuration: reported, not marked
         row.failure = answer
     if row.failure is None:
         results[current.pk] = result_for(current, "refreshed")
@@ -262,14 +299,19 @@ def _mark_reauth_required(row: _Row, err: ReauthorizationRequired) -> None:
 # 3. Write ---------------------------------------------------------------------------------------
 
 
+def _signal_kwargs(row: _Row) -> dict[str, Any]:
+    return {} if row.failure is None else {"error": row.failure}
+
+
 def _write(alias: str, rows: list[_Row], results: dict[int, RefreshResult]) -> None:
     for row in rows:
-        signal_kwargs = {} if row.failure is None else {"error": row.failure}
         if row.refreshed is not None:
             pairs = row.refreshed.events()
         else:
             pairs = [row.mark] if row.mark is not None else []
-        row.events = [(new_event(row.current, kind, note), signal_kwargs) for kind, note in pairs]
+        row.events = [
+            (new_event(row.current, kind, note), _signal_kwargs(row)) for kind, note in pairs
+        ]
     try:
         with undone_if_refused(alias):
             update_rows(
@@ -281,6 +323,8 @@ def _write(alias: str, rows: list[_Row], results: dict[int, RefreshResult]) -> N
             events = [event for row in rows for event, _ in row.events]
             insert_rows(events, EVENT_FIELDS, using=alias)
     except DatabaseError as err:
+        if transaction.get_rollback(alias) or not connections[alias].is_usable():
+            raise  # the transaction is gone (the connection with it): recorded as lost
         logger.warning(
             "Writing a batch of %s refreshes failed (%s); writing them one by one",
             len(rows),
@@ -288,25 +332,29 @@ def _write(alias: str, rows: list[_Row], results: dict[int, RefreshResult]) -> N
             extra={"event": "batch_write_refused", "connections": len(rows)},
         )
         for row in rows:
-            row.events = []  # each row written below announces its own
             _write_one(alias, row, results)
 
 
 def _write_one(alias: str, row: _Row, results: dict[int, RefreshResult]) -> None:
     """One row of a refused batch, as a single refresh writes it: its own savepoint, tokens
-    retried once and marked ``TokensNotStored`` if refused again."""
+    retried once and marked ``TokensNotStored`` if refused again. Announced after the
+    batch's commit, like the rest."""
     current = row.current
+    row.events = []
     try:
         if row.refreshed is not None:
-            write_refreshed(row.refreshed)
+            events = write_refreshed(row.refreshed, announce=False)
+            row.events = [(event, row.refreshed.signal_kwargs()) for event in events]
         elif row.mark is not None:
             with undone_if_refused(alias):
                 save_status(current, "consecutive_failures")
                 kind, note = row.mark
-                record_event(current, kind, note, error=row.failure)
+                row.events = [(store_event(current, kind, note), _signal_kwargs(row))]
     except TokensNotStored as err:
         results[current.pk] = result_for(current, "failed", err.detail)
     except DatabaseError as err:
+        if transaction.get_rollback(alias):
+            raise  # the transaction is gone: the whole batch is recorded as lost
         logger.exception(
             "Recording the refresh of connection #%s failed",
             current.pk,
@@ -315,38 +363,46 @@ def _write_one(alias: str, row: _Row, results: dict[int, RefreshResult]) -> None
         results[current.pk] = result_for(current, "failed", f"Unexpected {type(err).__name__}.")
 
 
-def _lost(rows: list[_Row], err: Exception, results: dict[int, RefreshResult]) -> None:
-    """The batch's transaction is gone (a failed COMMIT, a dropped connection) after the
-    providers were asked. Each connection that got new tokens is logged and, if the database
-    takes it, marked, as a single refresh does; the others' failures are retried next run."""
+def _lost(rows: list[_Row], err: BaseException, results: dict[int, RefreshResult]) -> None:
+    """The batch's transaction is gone (a failed COMMIT, a dropped connection, an interrupt)
+    after the providers were asked. Each connection that may have got new tokens is logged
+    and marked as a single refresh's would be: under its lock again, and only if no one has
+    refreshed it since. The others' failures are retried by the next run."""
     for row in rows:
         current = row.current
-        if row.refreshed is None and row.mark is None and not row.issued_tokens:
-            continue  # nothing to record was lost: its result stands
-        if row.issued_tokens:
-            before = (
-                row.refreshed.failures_before
-                if row.refreshed is not None
-                else current.consecutive_failures
-            )
-            failure = tokens_not_stored(current, err, before)
-            results[current.pk] = result_for(current, "failed", failure.detail)
-        else:
+        if row.may_have_new_tokens:
+            results[current.pk] = result_for(current, "failed", _record_lost(row, err).detail)
+        elif row.mark is not None or row.failure is not None:
             logger.error(
                 "%s: recording the refresh failed (%s)",
                 current,
                 type(err).__name__,
-                extra=connection_fields(current, "refresh_crashed"),
+                extra={"event": "refresh_crashed", "connection_id": current.pk},
             )
-            results[current.pk] = result_for(current, "failed", f"Unexpected {type(err).__name__}.")
+            detail = row.failure.detail if row.failure is not None else ""
+            results[current.pk] = result_for(current, "failed", detail)
+
+
+def _record_lost(row: _Row, err: BaseException) -> TokensNotStored:
+    try:
+        with locked_connection(row.current.pk) as latest:
+            unchanged = latest.__dict__.get("refresh_token") == row.stored_refresh_token
+            return tokens_not_stored(latest, err, latest.consecutive_failures, mark=unchanged)
+    except (OAuthConnectError, DatabaseError):
+        # Gone, held past any refresh's deadline, or the database is down: logged, unmarked.
+        return tokens_not_stored(row.current, err, row.failures_before, mark=False)
 
 
 def _report_unclaimed(alias: str, pks: Sequence[int], results: dict[int, RefreshResult]) -> None:
-    """Rows the claim skipped: another worker holds them (it is refreshing them, or will have
-    by the next run), or they were deleted. Read without a lock, only when there are any."""
+    """Rows the claim passed over: another worker holds them (it is refreshing them, or will
+    have by the next run), they may not be refreshed now (disconnected, awaiting a person), or
+    they were deleted. Read without a lock, and only when there are any."""
     missing = [pk for pk in pks if pk not in results]
     if not missing:
         return
-    found = {row.pk: row for row in Connection.objects.using(alias).filter(pk__in=missing)}
+    try:
+        found = {row.pk: row for row in Connection.objects.using(alias).filter(pk__in=missing)}
+    except DatabaseError:
+        found = {}  # the batch is done: a report without labels beats a lost one
     for pk in missing:
         results[pk] = result_for(found.get(pk) or Connection(pk=pk), "skipped")

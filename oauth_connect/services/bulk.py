@@ -4,8 +4,8 @@ Rows are read in pages of primary keys, so memory stays flat however many connec
 are. Every refresh happens under the row lock after re-checking that the connection is still
 due, so several runs at once (cron on several hosts) refresh each connection once between them.
 
-- PostgreSQL: in batches (``batch``), one transaction each, on a fixed number of database
-  connections (``LANES``, plus the one that lists the due rows) whatever ``workers`` says.
+- PostgreSQL: in batches (``batch``), one transaction each, on at most ``MAX_LANES`` database
+  connections whatever ``workers`` says.
 - Other databases (SQLite): row by row on ``workers`` threads, each with its own connection.
 """
 
@@ -49,10 +49,18 @@ __all__ = [
 ]
 
 PAGE_SIZE = 500
-# Database connections that refresh batches at once (each also holds its batch's row locks).
-# Two keep one busy with the database while the other prepares or parses: more only add
-# connections, since the provider calls already run on ``workers`` threads.
-LANES = 2
+# Lanes: threads that each refresh one batch at a time on a database connection of their own,
+# the batch's provider calls on a pool of the lane's share of ``workers``. A batch waits for its
+# slowest call, so several smaller batches in flight at staggered times keep the provider calls
+# flowing (as ``workers`` plain threads would); but each lane is a database connection, and a
+# batch under 8 rows costs more than one statement per connection.
+MAX_LANES = 4
+MIN_BATCH = 8
+
+
+def lanes_for(workers: int) -> int:
+    """How many lanes ``workers`` provider calls at once are split into."""
+    return max(1, min(MAX_LANES, workers // MIN_BATCH))
 
 
 def refresh_due_connections(
@@ -116,7 +124,8 @@ def _refresh_due(
                 report(result_for(connection, "due"))
         return summary
     if batches_supported():
-        _refresh_in_batches(pks, within, now, workers, report, LANES if lanes is None else lanes)
+        lanes = lanes_for(workers) if lanes is None else lanes
+        _refresh_in_batches(pks, within, now, workers, report, lanes)
         return summary
 
     def refresh_one(pk: int) -> None:
@@ -159,8 +168,11 @@ def _refresh_in_processes(
         workers // processes + (1 if n < workers % processes else 0) for n in range(processes)
     ]
 
+    # The lanes (database connections) are shared out too: MAX_LANES in all (one per process
+    # when there are more processes than that).
+    lanes = [max(1, min(lanes_for(share), MAX_LANES // processes)) for share in shares]
+
     def task(index: int, send: Callable[[Any], None]) -> None:
-        # One lane per process: its one database connection lists, claims and writes.
         _refresh_due(
             within,
             providers,
@@ -171,7 +183,7 @@ def _refresh_in_processes(
             False,
             partition=(index, processes),
             now=now,
-            lanes=1,
+            lanes=lanes[index],
         )
 
     def receive(result: RefreshResult) -> None:
@@ -188,8 +200,9 @@ def refresh_these_if_due(
 ) -> list[RefreshResult]:
     """:func:`refresh_one_if_due` for each of ``pks``: on PostgreSQL as one batch (one
     transaction, all the provider calls at once), elsewhere one after the other. What the
-    Celery batch task runs. Raises a ``DatabaseError`` only while nothing was sent to any
-    provider, so a retry is safe."""
+    Celery batch task runs. On PostgreSQL it raises (a ``DatabaseError``, say) only while no
+    provider was asked anything; elsewhere a database error stops it at that connection. A
+    retry is safe either way: what was refreshed is skipped."""
     started = not_refreshed_since or timezone.now()
     if not pks:
         return []
@@ -259,23 +272,27 @@ def _refresh_in_batches(
     report: Callable[[RefreshResult], None],
     lanes: int,
 ) -> None:
-    """Batches of ``workers`` rows on ``lanes`` threads sharing one pool of ``workers`` threads.
-    The lanes take turns at the pool (claim, then every call of the batch at once), so one
-    lane's database work (its write and commit) overlaps the next lane's provider calls, and a
-    claimed row never waits behind another batch's calls."""
-    turn = threading.Lock()
+    """``workers`` provider calls at once, in ``lanes`` lanes: each takes batches of its share
+    of the workers from the listing, with a pool as large as its share, so every call of a
+    batch runs at once and no batch holds its locks longer than one call. The first lane runs
+    on the calling thread (and its database connection), the others on threads of their own."""
+    lanes = max(1, min(lanes, workers))
+    shares = [workers // lanes + (1 if lane < workers % lanes else 0) for lane in range(lanes)]
+    take = _Dispenser(pks)
+    errors: list[BaseException] = []
 
     def refresh(batch: list[int], pool: ThreadPoolExecutor) -> None:
         try:
-            results = refresh_batch(batch, within, started, pool, turn=turn)
+            results = refresh_batch(batch, within, started, pool)
         except Exception as err:
             # A batch the database refused before any provider was asked: nothing changed. A
             # connection that broke is replaced for the next batch.
             connections[router.db_for_write(Connection)].close_if_unusable_or_obsolete()
-            for pk in batch:
-                logger.exception(
+            for n, pk in enumerate(batch):
+                logger.error(
                     "Refreshing connection #%s failed unexpectedly",
                     pk,
+                    exc_info=n == 0,  # one traceback for the batch
                     extra={"event": "refresh_crashed", "connection_id": pk},
                 )
             results = [
@@ -285,62 +302,53 @@ def _refresh_in_batches(
         for result in results:
             report(result)
 
-    with ThreadPoolExecutor(workers, thread_name_prefix="oauth_connect-refresh") as pool:
-        _run_in_lanes(pks, lambda batch: refresh(batch, pool), workers, min(lanes, workers))
+    def lane(share: int) -> None:
+        with ThreadPoolExecutor(share, thread_name_prefix="oauth_connect-refresh") as pool:
+            try:
+                while batch := take(share):
+                    refresh(batch, pool)
+            except BaseException as err:  # a broken stdout while reporting, a failed listing
+                errors.append(err)
+                take.stop()  # the other lanes finish their batch, and stop
 
-
-def _run_in_lanes(
-    items: Iterator[int], work: Callable[[list[int]], None], batch_size: int, lanes: int
-) -> None:
-    """``work(batch)`` for batches of up to ``batch_size`` items, on ``lanes`` threads. Errors
-    as in :func:`_run_in_threads`. One lane runs on the calling thread and its database
-    connection, as one worker always has."""
-    if lanes == 1:
-        for batch in _chunks(items, batch_size):
-            work(batch)
-        return
-    todo: queue.Queue[int | None] = queue.Queue(maxsize=batch_size * lanes * 2)
-    errors: list[BaseException] = []
-
-    def lane() -> None:
+    def other_lane(share: int) -> None:
         try:
-            last = False
-            while not last:
-                # A full batch, or what is left: the listing is far faster than refreshing,
-                # so waiting for a full batch costs nothing but the end of a listing page.
-                batch: list[int] = []
-                while len(batch) < batch_size:
-                    item = todo.get()
-                    if item is None:
-                        last = True
-                        break
-                    batch.append(item)
-                if not batch or errors:
-                    continue  # nothing, or stop working but keep draining
-                try:
-                    work(batch)
-                except BaseException as err:
-                    errors.append(err)
+            lane(share)
         finally:
             # This lane's database connection: close it, or it leaks per run.
             connections.close_all()
 
-    threads = [threading.Thread(target=lane, daemon=True) for _ in range(lanes)]
+    threads = [threading.Thread(target=other_lane, args=(share,)) for share in shares[1:]]
     for thread in threads:
         thread.start()
-    for item in items:
-        todo.put(item)
-    for _ in threads:
-        todo.put(None)
-    for thread in threads:
-        thread.join()
+    try:
+        lane(shares[0])
+    finally:
+        take.stop()  # on Ctrl-C too: the others finish their batch and stop
+        for thread in threads:
+            thread.join()
     if errors:
         raise errors[0]
 
 
-def _chunks(items: Iterator[int], size: int) -> Iterator[list[int]]:
-    while batch := list(itertools.islice(items, size)):
-        yield batch
+class _Dispenser:
+    """Hands out the listed primary keys, a batch at a time, to whichever lane asks; the lane
+    that finds none left lists the next page, on its own database connection."""
+
+    def __init__(self, items: Iterator[int]) -> None:
+        self._items = items
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def __call__(self, size: int) -> list[int]:
+        with self._lock:
+            if self._stopped:
+                return []
+            return list(itertools.islice(self._items, size))
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
 
 
 def _run_in_threads(items: Iterator[int], work: Callable[[int], None], workers: int) -> None:

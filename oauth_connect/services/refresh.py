@@ -171,7 +171,7 @@ def ask_provider(
     Touches no database, so the batched refresh runs it on threads that hold no connection."""
     client = ProviderClient(provider.provider_id, connection=current)
     try:
-        return provider.refresh(client, current, oauth_client)
+        tokens = provider.refresh(client, current, oauth_client)
     except ProviderError as err:
         _naming(err, current)
         raise
@@ -183,6 +183,13 @@ def ask_provider(
             f"{type(provider).__name__}.refresh() failed unexpectedly ({type(err).__name__}).",
             connection=current,
         ) from err
+    if not isinstance(tokens, TokenSet):
+        raise ProviderError(
+            f"{type(provider).__name__}.refresh() returned {type(tokens).__name__}, not a "
+            "TokenSet.",
+            connection=current,
+        )
+    return tokens
 
 
 def checked_answer(

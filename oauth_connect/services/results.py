@@ -17,7 +17,8 @@ class RefreshResult:
     provider: str
     tenant_id: Any
     label: str
-    # "refreshed", "skipped" (no longer due: another run got there first), "failed", "due" (dry run)
+    # "refreshed"; "skipped" (not due after all, refreshed or held by another worker, not in
+    # use, deleted); "failed"; "due" (dry run)
     outcome: str
     status: str
     error: str = ""

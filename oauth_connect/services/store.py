@@ -100,17 +100,21 @@ def apply_refreshed(
     return Refreshed(current, kind, note, recovered, failures_before, failure)
 
 
-def write_refreshed(applied: Refreshed) -> None:
+def write_refreshed(applied: Refreshed, *, announce: bool = True) -> list[ConnectionEvent]:
     """Write one row's applied tokens and their events, retried once; a write the database
-    refuses twice is logged, marked, and raised as ``TokensNotStored``."""
+    refuses twice is logged, marked, and raised as ``TokensNotStored``. Returns the events
+    written; with ``announce=False`` the caller announces them (after its own commit)."""
     current = applied.current
     try:
-        _write_tokens(applied)
-    except DatabaseError:
-        _unless_deleted(current)
+        return _write_tokens(applied, announce)
+    except DatabaseError as refused:
+        try:
+            _unless_deleted(current)
+        except DatabaseError as err:  # the database is gone altogether
+            raise tokens_not_stored(current, err, applied.failures_before) from refused
         try:
             # Once more: many write failures are momentary (a deadlock victim, a failover).
-            _write_tokens(applied)
+            return _write_tokens(applied, announce)
         except DatabaseError as err:
             raise tokens_not_stored(current, err, applied.failures_before) from err
 
@@ -138,7 +142,7 @@ def _unless_deleted(current: Connection) -> None:
         )
 
 
-def _write_tokens(applied: Refreshed) -> None:
+def _write_tokens(applied: Refreshed, announce: bool) -> list[ConnectionEvent]:
     """The tokens and their events, all or nothing. Announced (log line, signal) only once
     written, so a write that is rolled back and retried announces once."""
     current = applied.current
@@ -153,8 +157,10 @@ def _write_tokens(applied: Refreshed) -> None:
         # retry and the failure mark.
         with undone_if_refused(alias):
             events = _write_tokens_and_events(applied)
-    for event in events:
-        announce_event(event, **applied.signal_kwargs())
+    if announce:
+        for event in events:
+            announce_event(event, **applied.signal_kwargs())
+    return events
 
 
 # What a refresh changes; saving only these keeps the UPDATE small (and leaves the rest of the
@@ -184,10 +190,13 @@ def _write_tokens_and_events(applied: Refreshed) -> list[ConnectionEvent]:
     return [store_event(applied.current, kind, note) for kind, note in applied.events()]
 
 
-def tokens_not_stored(current: Connection, err: Exception, failures_before: int) -> TokensNotStored:
+def tokens_not_stored(
+    current: Connection, err: BaseException, failures_before: int, *, mark: bool = True
+) -> TokensNotStored:
     """The provider rotated, we couldn't store the result: never let that pass quietly. Log it
     (the error's type only: database messages can quote row values), and mark the connection
-    for operators if the database takes that much."""
+    for operators if the database takes that much (and ``mark`` says the row is still the one
+    the provider answered for)."""
     detail = (
         f"The provider issued new tokens, but storing them failed ({type(err).__name__}). The "
         "stored refresh token may no longer work: if the next refresh is refused, reconnect."
@@ -199,6 +208,8 @@ def tokens_not_stored(current: Connection, err: Exception, failures_before: int)
         extra=connection_fields(current, "not_stored"),
     )
     failure = TokensNotStored(detail, connection=current)
+    if not mark:
+        return failure
     try:
         with transaction.atomic(using=current._state.db):
             current.status = Status.ERROR

@@ -152,7 +152,7 @@ def test_a_run_costs_at_most_one_statement_per_refreshed_connection(
     assert len(counter.statements) <= 16
 
 
-def test_64_workers_hold_at_most_three_database_connections(
+def test_64_workers_hold_at_most_four_database_connections(
     http_mock: responses.RequestsMock, make_connection: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 64 threads each with a connection of its own would come near a stock PostgreSQL's 100.
@@ -163,9 +163,9 @@ def test_64_workers_hold_at_most_three_database_connections(
         summary = refresh_due_connections(DAY, workers=64)
 
     assert summary.count("refreshed") == 100
-    # This thread's connection lists (already open here); two lanes claim and write. The 64
+    # Four lanes of 16: this thread's connection (already open here) and three more. The 64
     # threads that call the provider never touch the database.
-    assert len(counter.connected) == 2
+    assert len(counter.connected) == 3
     assert not [name for name in counter.connected if name.startswith("oauth_connect-refresh")]
     assert len(http_mock.calls) == 100
 
@@ -486,6 +486,123 @@ def test_the_pool_must_be_as_large_as_the_batch_for_the_lock_bound(
     with ThreadPoolExecutor(6) as pool:
         results = batch.refresh_batch([c.pk for c in connections], DAY, timezone.now(), pool)
     assert [r.outcome for r in results] == ["refreshed"] * 6
+
+
+def test_a_provider_class_bug_costs_its_row_only(
+    http_mock: responses.RequestsMock, make_connection: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    http_mock.add_callback(responses.POST, TOKEN_URL, callback=answer_by_refresh_token({}))
+    connections = due(make_connection, 3)
+    from oauth_connect.services import refresh as refresh_module
+
+    checked = refresh_module.checked_answer
+
+    def broken_for_the_second(tokens: Any, provider: Any, current: Any) -> Any:
+        if current.pk == connections[1].pk:
+            raise KeyError("a bug of ours")
+        return checked(tokens, provider, current)
+
+    monkeypatch.setattr(batch, "checked_answer", broken_for_the_second)
+
+    results = refresh_these_if_due([c.pk for c in connections], DAY)
+
+    assert [r.outcome for r in results] == ["refreshed", "failed", "refreshed"]
+    assert results[1].error == "Unexpected KeyError."
+    assert Connection.objects.get(pk=connections[0].pk).access_token == "new-refresh-0"
+    assert Connection.objects.get(pk=connections[2].pk).access_token == "new-refresh-2"
+
+
+def test_a_provider_class_that_returns_no_token_set_fails_its_row(
+    make_connection: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oauth_connect.providers.apicbase import ApicbaseProvider
+
+    monkeypatch.setattr(ApicbaseProvider, "refresh", lambda self, client, current, oauth: None)
+    (connection,) = due(make_connection, 1)
+
+    (result,) = refresh_these_if_due([connection.pk], DAY)
+
+    assert result.outcome == "failed"
+    assert "returned NoneType, not a TokenSet" in result.error
+    stored = Connection.objects.get(pk=connection.pk)
+    assert (stored.status, stored.consecutive_failures) == ("error", 1)
+
+
+class _PoolThatBreaks(ThreadPoolExecutor):
+    """Runs the first call, then can't start another (as when threads run out)."""
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if getattr(self, "submitted", False):
+            raise RuntimeError("can't start new thread")
+        self.submitted = True
+        return super().submit(*args, **kwargs)
+
+
+def test_a_batch_interrupted_after_a_call_records_the_tokens_that_call_got(
+    http_mock: responses.RequestsMock, make_connection: Any
+) -> None:
+    http_mock.add_callback(responses.POST, TOKEN_URL, callback=answer_by_refresh_token({}))
+    asked, never_asked = due(make_connection, 2)
+
+    with _PoolThatBreaks(2) as pool:
+        results = batch.refresh_batch([asked.pk, never_asked.pk], DAY, timezone.now(), pool)
+
+    # The provider spent the first one's refresh token; the transaction is gone: it's marked.
+    assert [(r.connection_id, r.outcome) for r in results] == [
+        (asked.pk, "failed"),
+        (never_asked.pk, "skipped"),
+    ]
+    assert "storing them failed (RuntimeError)" in results[0].error
+    stored = Connection.objects.get(pk=asked.pk)
+    assert (stored.status, stored.consecutive_failures) == ("error", 1)
+    assert Connection.objects.get(pk=never_asked.pk).status == "active"
+    assert len(http_mock.calls) == 1
+
+
+def test_a_lost_batch_leaves_alone_a_row_refreshed_since(make_connection: Any) -> None:
+    # Between the lost batch and its marking, another worker refreshed the row: the marking
+    # must not undo that.
+    (connection,) = due(make_connection, 1)
+    claimed = Connection.objects.get(pk=connection.pk)
+    row = batch._Row(
+        claimed,
+        claimed.get_provider(),
+        stored_refresh_token=claimed.__dict__["refresh_token"],
+        asked=True,
+    )
+    refreshed_elsewhere = Connection.objects.get(pk=connection.pk)
+    refreshed_elsewhere.refresh_token = "refreshed-since"
+    refreshed_elsewhere.save()
+
+    failure = batch._record_lost(row, OperationalError("server closed the connection"))
+
+    assert "storing them failed (OperationalError)" in failure.detail
+    stored = Connection.objects.get(pk=connection.pk)
+    assert (stored.status, stored.refresh_token) == ("active", "refreshed-since")
+    assert not stored.events.exists()
+
+
+def test_a_listing_that_fails_in_another_lane_fails_the_run(
+    http_mock: responses.RequestsMock, make_connection: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oauth_connect.services import bulk
+
+    http_mock.assert_all_requests_are_fired = False
+    http_mock.add_callback(responses.POST, TOKEN_URL, callback=answer_by_refresh_token({}))
+    due(make_connection, 40)
+    listed = bulk._pages
+
+    def failing_after_a_page(queryset: Any) -> Any:
+        pages = listed(queryset)
+        for _ in range(10):
+            yield next(pages)
+        raise OperationalError("the database system is shutting down")
+
+    monkeypatch.setattr(bulk, "_pages", failing_after_a_page)
+
+    with pytest.raises(OperationalError):
+        refresh_due_connections(DAY, workers=32)  # four lanes of eight
+    assert len(http_mock.calls) <= 10  # at most what was listed
 
 
 # Helpers ------------------------------------------------------------------------------------------
