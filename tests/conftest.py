@@ -81,6 +81,23 @@ def oauth_settings(settings: Any) -> Any:
 
 
 @pytest.fixture(autouse=True)
+def fresh_http_session() -> Iterator[None]:
+    """Every test starts with a new token-endpoint session on this thread. A session reads the
+    environment's proxy and CA-bundle settings once per origin (as documented), and a loopback
+    port one test's server used may be another test's next, with another CA bundle."""
+    from oauth_connect._internal import http
+
+    def drop() -> None:
+        session = http._local.__dict__.pop("session", None)
+        if session is not None:
+            session.close()
+
+    drop()
+    yield
+    drop()
+
+
+@pytest.fixture(autouse=True)
 def empty_caches() -> Iterator[None]:
     """Every test starts with empty caches: the credential-connect throttle counts attempts in
     the cache, and the same user and tenant ids come back test after test."""

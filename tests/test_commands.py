@@ -369,6 +369,13 @@ def test_json_dry_run(frozen_now: datetime, make_connection: Callable[..., Conne
     assert report["connections"][0]["outcome"] == "due"
 
 
+def token_endpoint(request: Any) -> tuple[int, dict[str, str], str]:
+    """Answers refresh token r-LABEL with tokens a2-LABEL and r2-LABEL."""
+    label = dict(parse_qsl(request.body))["refresh_token"].removeprefix("r-")
+    body = {**token_body(), "access_token": f"a2-{label}", "refresh_token": f"r2-{label}"}
+    return 200, {"Content-Type": "application/json"}, json.dumps(body)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_workers_refresh_every_connection_once(
     make_connection: Callable[..., Connection], http_mock: responses.RequestsMock
@@ -377,11 +384,6 @@ def test_workers_refresh_every_connection_once(
     connections = {
         label: make_connection(label=label, refresh_token=f"r-{label}") for label in labels
     }
-
-    def token_endpoint(request: Any) -> tuple[int, dict[str, str], str]:
-        label = dict(parse_qsl(request.body))["refresh_token"].removeprefix("r-")
-        body = {**token_body(), "access_token": f"a2-{label}", "refresh_token": f"r2-{label}"}
-        return 200, {"Content-Type": "application/json"}, json.dumps(body)
 
     http_mock.add_callback(responses.POST, TOKEN_URL, callback=token_endpoint)
 
@@ -424,11 +426,6 @@ def test_processes_share_out_the_connections_and_report_through_this_one(
     connections = {
         label: make_connection(label=label, refresh_token=f"r-{label}") for label in labels
     }
-
-    def token_endpoint(request: Any) -> tuple[int, dict[str, str], str]:
-        label = dict(parse_qsl(request.body))["refresh_token"].removeprefix("r-")
-        body = {**token_body(), "access_token": f"a2-{label}", "refresh_token": f"r2-{label}"}
-        return 200, {"Content-Type": "application/json"}, json.dumps(body)
 
     http_mock.add_callback(responses.POST, TOKEN_URL, callback=token_endpoint)
 

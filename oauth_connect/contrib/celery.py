@@ -74,14 +74,18 @@ MAX_BATCH_SIZE = 100
 DEFAULT_WITHIN_SECONDS = 24 * 3600
 
 
-@shared_task(
-    name=REFRESH_CONNECTION,
-    autoretry_for=(OperationalError, InterfaceError),
-    max_retries=5,
-    retry_backoff=5,
-    retry_backoff_max=300,
-    retry_jitter=True,
-)
+# A database error leaves nothing recorded (both tasks raise one only before any provider was
+# asked): retried with exponential backoff and jitter.
+_RETRY_DATABASE_ERRORS: dict[str, Any] = {
+    "autoretry_for": (OperationalError, InterfaceError),
+    "max_retries": 5,
+    "retry_backoff": 5,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+}
+
+
+@shared_task(name=REFRESH_CONNECTION, **_RETRY_DATABASE_ERRORS)
 def refresh_connection_task(
     connection_id: int,
     within_seconds: float = DEFAULT_WITHIN_SECONDS,
@@ -104,14 +108,7 @@ def refresh_connection_task(
     )
 
 
-@shared_task(
-    name=REFRESH_CONNECTIONS,
-    autoretry_for=(OperationalError, InterfaceError),
-    max_retries=5,
-    retry_backoff=5,
-    retry_backoff_max=300,
-    retry_jitter=True,
-)
+@shared_task(name=REFRESH_CONNECTIONS, **_RETRY_DATABASE_ERRORS)
 def refresh_connections_task(
     connection_ids: list[int],
     within_seconds: float = DEFAULT_WITHIN_SECONDS,

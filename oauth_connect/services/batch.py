@@ -18,8 +18,9 @@ SQLite can't keep a write transaction open across HTTP calls: it refreshes row b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -81,8 +82,8 @@ class _Row:
 
     current: Connection
     provider: Provider
-    # As claimed: the stored refresh token (its ciphertext) and failure count.
-    stored_refresh_token: Any = None
+    # As claimed: when the row was last written, and its failure count.
+    claimed_updated_at: datetime | None = None
     failures_before: int = 0
     oauth_client: OAuthClient | None = None
     asked: bool = False
@@ -120,10 +121,13 @@ def refresh_batch(
     pks = list(dict.fromkeys(pks))  # each once, in order
     results: dict[int, RefreshResult] = {}
     rows: list[_Row] = []
+    interrupted: BaseException | None = None
     try:
         with transaction.atomic(using=alias):
             rows = _claim(alias, pks, within, started, results)
-            _ask_all(rows, pool)
+            interrupted = _ask_all(rows, pool)
+            # A row never asked (the pool ran out of threads) is left as it is, for next time.
+            rows = [row for row in rows if row.asked or row.mark is not None]
             for row in rows:
                 _settle_one(row, results)
             _write(alias, rows, results)
@@ -143,6 +147,8 @@ def refresh_batch(
         for row in rows:
             for event, signal_kwargs in row.events:
                 announce_event(event, **signal_kwargs)
+        if interrupted is not None:
+            raise interrupted  # once what the providers issued is stored
     _report_unclaimed(alias, pks, results)
     return [results[pk] for pk in pks if pk in results]
 
@@ -162,28 +168,24 @@ def _claim(
     locked = Connection.objects.using(alias).select_for_update(skip_locked=True)
     rows = []
     for current in locked.filter(pk__in=pks, status__in=IN_USE_STATUSES):
-        if not still_due(current, within, started):
-            results[current.pk] = result_for(current, "skipped")
-            continue
-        claimed = current.__dict__.get("refresh_token"), current.consecutive_failures
         try:
-            provider = refreshable_provider(current, lambda _: True)
-        except ReauthorizationRequired as err:
-            row = _Row(current, current.get_provider(), *claimed)
-            _mark_reauth_required(row, err)
+            row = _claimed_row(current, within, started, results)
+        except DatabaseError:
+            raise  # nothing was asked yet: the caller may retry the batch
+        except Exception as err:  # a provider class's bug (can_refresh, say) costs its row only
+            _crashed(current, err, results)
+            continue
+        if row is not None:
             rows.append(row)
-            continue
-        except OAuthConnectError as err:  # e.g. a provider no longer configured
-            results[current.pk] = result_for(current, "failed", err.detail)
-            continue
-        if provider is None:
-            results[current.pk] = result_for(current, "skipped")
-            continue
-        rows.append(_Row(current, provider, *claimed))
     asking = [row for row in rows if row.mark is None]
-    prefetched = tenant_clients_for(
-        (row.provider, row.current.tenant_id, row.current.client_id) for row in asking
-    )
+    try:
+        prefetched: dict[tuple[Any, str], Any] | None = tenant_clients_for(
+            (row.provider, row.current.tenant_id, row.current.client_id) for row in asking
+        )
+    except DatabaseError:
+        raise  # nothing was asked yet: the caller may retry the batch
+    except Exception:  # a provider class's bug: each row looks its client up (and fails) alone
+        prefetched = None
     for row in asking:
         try:
             row.oauth_client = oauth_client_for(
@@ -195,46 +197,114 @@ def _claim(
         except OAuthConnectError as err:  # no OAuth client configured: nothing to ask with
             results[row.current.pk] = result_for(row.current, "failed", err.detail)
             rows.remove(row)
+        except DatabaseError:
+            raise
+        except Exception as err:
+            _crashed(row.current, err, results)
+            rows.remove(row)
     return rows
+
+
+def _claimed_row(
+    current: Connection, within: timedelta, started: datetime, results: dict[int, RefreshResult]
+) -> _Row | None:
+    """The row to refresh (or to mark: nothing to refresh with), or None with its result."""
+    if not still_due(current, within, started):
+        results[current.pk] = result_for(current, "skipped")
+        return None
+    claimed = current.updated_at, current.consecutive_failures
+    try:
+        provider = refreshable_provider(current, lambda _: True)
+    except ReauthorizationRequired as err:
+        row = _Row(current, current.get_provider(), *claimed)
+        _mark_reauth_required(row, err)
+        return row
+    except OAuthConnectError as err:  # e.g. a provider no longer configured
+        results[current.pk] = result_for(current, "failed", err.detail)
+        return None
+    if provider is None:
+        results[current.pk] = result_for(current, "skipped")
+        return None
+    return _Row(current, provider, *claimed)
+
+
+def _crashed(current: Connection, err: Exception, results: dict[int, RefreshResult]) -> None:
+    logger.error(
+        "Refreshing connection #%s failed unexpectedly",
+        current.pk,
+        exc_info=err,
+        extra={"event": "refresh_crashed", "connection_id": current.pk},
+    )
+    results[current.pk] = result_for(current, "failed", f"Unexpected {type(err).__name__}.")
 
 
 # 2. Ask -----------------------------------------------------------------------------------------
 
 
-def _ask_all(rows: list[_Row], pool: Executor) -> None:
-    """Every call at once; every answer collected, even when waiting is interrupted (a call
-    in flight may spend a refresh token: its answer must not be dropped)."""
+def _ask_all(rows: list[_Row], pool: Executor) -> BaseException | None:
+    """Every call at once; every answer collected. An interrupt while waiting (Ctrl-C) is
+    held until every answer is in, and returned, so the batch stores what the providers issued
+    before it is raised: a call in flight may spend a refresh token."""
     asking: list[tuple[_Row, Future[TokenSet | OAuthConnectError]]] = []
+    interrupted: BaseException | None = None
     try:
         for row in rows:
             if row.mark is None:
                 future = pool.submit(_ask, row.provider, row.current, row.oauth_client)
                 row.asked = True
                 asking.append((row, future))
-    finally:
-        for row, future in asking:
+    except Exception:  # noqa: S110 - the pool can't start another call: the rest wait, unasked
+        pass
+    except BaseException as err:  # Ctrl-C: what was asked is collected and stored first
+        interrupted = err
+    for row, future in asking:
+        while row.answer is None:
             try:
                 row.answer = future.result()
-            except BaseException as err:  # noqa: BLE001 - the pool's own failure, as a value
-                row.answer = ProviderError(
-                    f"The call to {row.provider.display_name} failed unexpectedly "
-                    f"({type(err).__name__}).",
-                    connection=row.current,
-                )
+            except BaseException as err:  # noqa: BLE001 - told apart below
+                if future.done() and future.exception() is err:  # the call's own failure
+                    row.answer = ProviderError(
+                        f"The call to {row.provider.display_name} failed unexpectedly "
+                        f"({type(err).__name__}).",
+                        connection=row.current,
+                    )
+                elif interrupted is None:
+                    interrupted = err  # an interrupt while waiting: wait on
+    return interrupted
 
 
 def _ask(
     provider: Provider, current: Connection, oauth_client: OAuthClient | None
 ) -> TokenSet | OAuthConnectError:
-    """On a pool thread: the provider's answer or its failure, as a value."""
+    """On a pool thread: the provider's answer or its failure, as a value. The database is
+    out of bounds here: the batch holds the row's lock on another connection, so a provider
+    class that wrote the row would wait for itself."""
     try:
-        return ask_provider(provider, current, oauth_client)
+        with _no_database():
+            return ask_provider(provider, current, oauth_client)
     except OAuthConnectError as err:
         return err
     finally:
-        # A provider class that reads the database anyway (it shouldn't) must not leave this
-        # thread holding a connection; costs nothing otherwise.
+        # Refusing a query comes after connecting: don't leave this thread holding one.
         connections.close_all()
+
+
+class DatabaseUseRefused(RuntimeError):
+    """A provider class used the database during a batched refresh (see ``_ask``)."""
+
+
+@contextmanager
+def _no_database() -> Iterator[None]:
+    def refuse(*args: Any) -> Any:
+        raise DatabaseUseRefused(
+            "A provider's refresh() must not use the database: in a batched refresh it runs "
+            "on a thread of its own while the batch holds the connection's row lock."
+        )
+
+    with ExitStack() as stack:
+        for alias in connections:
+            stack.enter_context(connections[alias].execute_wrapper(refuse))
+        yield
 
 
 # Settling each answer (in memory) ----------------------------------------------------------
@@ -271,7 +341,7 @@ def _settle(row: _Row, results: dict[int, RefreshResult]) -> None:
         elif failure is not None:
             _mark_failed(row, failure)
     elif isinstance(answer, ReauthorizationRequired):
-        if rotated_elsewhere(current):
+        if _rotated_elsewhere(current):
             # Another deployment rotated it without our lock: its tokens are adopted.
             results[current.pk] = result_for(current, "skipped")
             return
@@ -284,6 +354,19 @@ def _settle(row: _Row, results: dict[int, RefreshResult]) -> None:
         results[current.pk] = result_for(current, "refreshed")
     else:
         results[current.pk] = result_for(current, "failed", row.failure.detail)
+
+
+def _rotated_elsewhere(current: Connection) -> bool:
+    """``refresh.rotated_elsewhere``, in a savepoint: a query the database refuses costs this
+    row's check only (the grant is then taken as refused, which it was)."""
+    alias = current._state.db or router.db_for_write(Connection)
+    try:
+        with undone_if_refused(alias):
+            return rotated_elsewhere(current)
+    except DatabaseError:
+        if transaction.get_rollback(alias):
+            raise  # the transaction is gone: the batch is recorded as lost
+        return False
 
 
 def _mark_failed(row: _Row, err: ProviderError) -> None:
@@ -386,7 +469,7 @@ def _lost(rows: list[_Row], err: BaseException, results: dict[int, RefreshResult
 def _record_lost(row: _Row, err: BaseException) -> TokensNotStored:
     try:
         with locked_connection(row.current.pk) as latest:
-            unchanged = latest.__dict__.get("refresh_token") == row.stored_refresh_token
+            unchanged = latest.updated_at == row.claimed_updated_at
             return tokens_not_stored(latest, err, latest.consecutive_failures, mark=unchanged)
     except (OAuthConnectError, DatabaseError):
         # Gone, held past any refresh's deadline, or the database is down: logged, unmarked.

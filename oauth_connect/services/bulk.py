@@ -204,6 +204,7 @@ def refresh_these_if_due(
     provider was asked anything; elsewhere a database error stops it at that connection. A
     retry is safe either way: what was refreshed is skipped."""
     started = not_refreshed_since or timezone.now()
+    pks = list(dict.fromkeys(pks))  # each once, in order
     if not pks:
         return []
     if batches_supported():

@@ -538,7 +538,7 @@ class _PoolThatBreaks(ThreadPoolExecutor):
         return super().submit(*args, **kwargs)
 
 
-def test_a_batch_interrupted_after_a_call_records_the_tokens_that_call_got(
+def test_a_pool_that_runs_out_of_threads_stores_what_was_asked(
     http_mock: responses.RequestsMock, make_connection: Any
 ) -> None:
     http_mock.add_callback(responses.POST, TOKEN_URL, callback=answer_by_refresh_token({}))
@@ -547,16 +547,82 @@ def test_a_batch_interrupted_after_a_call_records_the_tokens_that_call_got(
     with _PoolThatBreaks(2) as pool:
         results = batch.refresh_batch([asked.pk, never_asked.pk], DAY, timezone.now(), pool)
 
-    # The provider spent the first one's refresh token; the transaction is gone: it's marked.
+    # The provider spent the first one's refresh token: its new one is stored. The second was
+    # never asked: left for the next run.
     assert [(r.connection_id, r.outcome) for r in results] == [
-        (asked.pk, "failed"),
+        (asked.pk, "refreshed"),
         (never_asked.pk, "skipped"),
     ]
-    assert "storing them failed (RuntimeError)" in results[0].error
-    stored = Connection.objects.get(pk=asked.pk)
-    assert (stored.status, stored.consecutive_failures) == ("error", 1)
-    assert Connection.objects.get(pk=never_asked.pk).status == "active"
+    assert Connection.objects.get(pk=asked.pk).refresh_token == "next-refresh-0"
+    assert Connection.objects.get(pk=never_asked.pk).refresh_token == "refresh-1"
     assert len(http_mock.calls) == 1
+
+
+def test_ctrl_c_while_the_calls_are_in_flight_stores_their_tokens_then_stops(
+    make_connection: Any, monkeypatch: pytest.MonkeyPatch, http_mock: responses.RequestsMock
+) -> None:
+    from concurrent.futures import Future
+
+    http_mock.add_callback(responses.POST, TOKEN_URL, callback=answer_by_refresh_token({}))
+    (connection,) = due(make_connection, 1)
+    result = Future.result
+    interrupts: list[int] = []
+
+    def interrupted_once(future: Any, *args: Any, **kwargs: Any) -> Any:
+        if not interrupts:  # Ctrl-C reaches the thread waiting for the answer
+            interrupts.append(1)
+            raise KeyboardInterrupt
+        return result(future, *args, **kwargs)
+
+    monkeypatch.setattr(Future, "result", interrupted_once)
+    with ThreadPoolExecutor(1) as pool, pytest.raises(KeyboardInterrupt):
+        batch.refresh_batch([connection.pk], DAY, timezone.now(), pool)
+    monkeypatch.undo()
+
+    stored = Connection.objects.get(pk=connection.pk)
+    assert (stored.refresh_token, stored.status) == ("next-refresh-0", "active")
+    assert stored.events.get().kind == "refreshed"
+
+
+def test_a_provider_class_that_writes_the_database_fails_its_row_instead_of_deadlocking(
+    make_connection: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oauth_connect.providers.apicbase import ApicbaseProvider
+
+    def writes_its_row(self: Any, client: Any, current: Any, oauth: Any) -> Any:
+        # It would wait for the row lock the batch holds, for ever.
+        Connection.objects.filter(pk=current.pk).update(label="touched")
+
+    monkeypatch.setattr(ApicbaseProvider, "refresh", writes_its_row)
+    (connection,) = due(make_connection, 1)
+
+    (result,) = refresh_these_if_due([connection.pk], DAY)
+
+    assert result.outcome == "failed"
+    assert "refresh() failed unexpectedly (DatabaseUseRefused)" in result.error
+    assert Connection.objects.get(pk=connection.pk).label == "c0"
+
+
+def test_a_provider_class_bug_before_the_calls_costs_its_row_only(
+    http_mock: responses.RequestsMock, make_connection: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oauth_connect.providers.apicbase import ApicbaseProvider
+
+    http_mock.add_callback(responses.POST, TOKEN_URL, callback=answer_by_refresh_token({}))
+    connections = due(make_connection, 3)
+    can_refresh = ApicbaseProvider.can_refresh
+
+    def broken_for_the_second(self: Any, current: Any) -> bool:
+        if current.pk == connections[1].pk:
+            raise KeyError("a bug")
+        return can_refresh(self, current)
+
+    monkeypatch.setattr(ApicbaseProvider, "can_refresh", broken_for_the_second)
+
+    results = refresh_these_if_due([c.pk for c in connections], DAY)
+
+    assert [r.outcome for r in results] == ["refreshed", "failed", "refreshed"]
+    assert results[1].error == "Unexpected KeyError."
 
 
 def test_a_lost_batch_leaves_alone_a_row_refreshed_since(make_connection: Any) -> None:
@@ -565,10 +631,7 @@ def test_a_lost_batch_leaves_alone_a_row_refreshed_since(make_connection: Any) -
     (connection,) = due(make_connection, 1)
     claimed = Connection.objects.get(pk=connection.pk)
     row = batch._Row(
-        claimed,
-        claimed.get_provider(),
-        stored_refresh_token=claimed.__dict__["refresh_token"],
-        asked=True,
+        claimed, claimed.get_provider(), claimed_updated_at=claimed.updated_at, asked=True
     )
     refreshed_elsewhere = Connection.objects.get(pk=connection.pk)
     refreshed_elsewhere.refresh_token = "refreshed-since"
@@ -603,6 +666,32 @@ def test_a_listing_that_fails_in_another_lane_fails_the_run(
     with pytest.raises(OperationalError):
         refresh_due_connections(DAY, workers=32)  # four lanes of eight
     assert len(http_mock.calls) <= 10  # at most what was listed
+
+
+def test_a_refused_grant_whose_re_read_fails_costs_that_row_only(
+    http_mock: responses.RequestsMock, make_connection: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    http_mock.add_callback(
+        responses.POST,
+        TOKEN_URL,
+        callback=answer_by_refresh_token({"refresh-1": (400, {"error": "invalid_grant"})}),
+    )
+    connections = due(make_connection, 3)
+
+    def refused(current: Any) -> bool:
+        with db_connection.cursor() as cursor:  # a statement the database refuses
+            cursor.execute("SELECT 1 / 0")
+        return False
+
+    monkeypatch.setattr(batch, "rotated_elsewhere", refused)
+
+    results = refresh_these_if_due([c.pk for c in connections], DAY)
+
+    assert [r.outcome for r in results] == ["refreshed", "failed", "refreshed"]
+    stored = {c.label: c for c in Connection.objects.filter(pk__in=[c.pk for c in connections])}
+    assert stored["c1"].status == "reauth_required"
+    assert stored["c0"].access_token == "new-refresh-0"
+    assert stored["c2"].access_token == "new-refresh-2"
 
 
 # Helpers ------------------------------------------------------------------------------------------
