@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,19 +28,18 @@ from django.db import DatabaseError, connections, router, transaction
 
 from .._internal.log import logger
 from .._internal.savepoint import undone_if_refused
-from .._internal.update_rows import insert_rows, update_rows
 from ..exceptions import (
     OAuthConnectError,
     ProviderError,
     ReauthorizationRequired,
-    TokensNotStored,
 )
 from ..models import IN_USE_STATUSES, Connection, ConnectionEvent
 from ..providers.base import OAuthClient, Provider, TokenSet
+from .batch_row import BatchRow
+from .batch_write import record_lost_batch, report_unclaimed, write_batch
 from .credentials import oauth_client_for, tenant_clients_for
 from .due import still_due
-from .events import announce_event, new_event, store_event
-from .locking import locked_connection
+from .events import announce_event
 from .refresh import (
     ask_provider,
     checked_answer,
@@ -51,20 +49,11 @@ from .refresh import (
 )
 from .results import RefreshResult, result_for
 from .store import (
-    REFRESHED_FIELDS,
-    STATUS_FIELDS,
-    Refreshed,
     apply_refreshed,
-    save_status,
     set_failed,
-    tokens_not_stored,
-    write_refreshed,
 )
 
 Kind = ConnectionEvent.Kind
-# A failure mark: the status columns and the failure count, never the tokens.
-MARK_FIELDS = [*STATUS_FIELDS, "consecutive_failures"]
-EVENT_FIELDS = ["connection", "kind", "message", "created_at"]
 
 
 def batches_supported(alias: str | None = None) -> bool:
@@ -74,32 +63,6 @@ def batches_supported(alias: str | None = None) -> bool:
     return (
         connection.vendor == "postgresql" and connection.features.has_select_for_update_skip_locked
     )
-
-
-@dataclass
-class _Row:
-    """One claimed connection on its way through the batch."""
-
-    current: Connection
-    provider: Provider
-    # As claimed: when the row was last written, and its failure count.
-    claimed_updated_at: datetime | None = None
-    failures_before: int = 0
-    oauth_client: OAuthClient | None = None
-    asked: bool = False
-    answer: TokenSet | OAuthConnectError | None = None
-    # Settled: new tokens to write (with a failure, when only part of an answer was usable) ...
-    refreshed: Refreshed | None = None
-    # ... or a failure mark, with its event.
-    mark: tuple[str, str] | None = None
-    failure: OAuthConnectError | None = None
-    events: list[tuple[ConnectionEvent, dict[str, Any]]] = field(default_factory=list)
-
-    @property
-    def may_have_new_tokens(self) -> bool:
-        """Whether the provider may have issued tokens (spending the refresh token we hold):
-        it answered with some, or it was asked and its answer never came back to us."""
-        return isinstance(self.answer, TokenSet) or (self.asked and self.answer is None)
 
 
 def refresh_batch(
@@ -120,7 +83,7 @@ def refresh_batch(
     alias = router.db_for_write(Connection)
     pks = list(dict.fromkeys(pks))  # each once, in order
     results: dict[int, RefreshResult] = {}
-    rows: list[_Row] = []
+    rows: list[BatchRow] = []
     interrupted: BaseException | None = None
     try:
         with transaction.atomic(using=alias):
@@ -130,7 +93,7 @@ def refresh_batch(
             rows = [row for row in rows if row.asked or row.mark is not None]
             for row in rows:
                 _settle_one(row, results)
-            _write(alias, rows, results)
+            write_batch(alias, rows, results)
             if transaction.get_rollback(alias):
                 # Never let atomic() roll back quietly what was reported as written.
                 raise DatabaseError("The batch's transaction can't be committed.")
@@ -140,7 +103,7 @@ def refresh_batch(
         # A database connection that broke (the usual reason) is replaced for the marks, and
         # for the batches after this one.
         connections[alias].close_if_unusable_or_obsolete()
-        _lost(rows, err, results)
+        record_lost_batch(rows, err, results)
         if not isinstance(err, Exception):
             raise  # KeyboardInterrupt, SystemExit: recorded, and on its way
     else:
@@ -149,7 +112,7 @@ def refresh_batch(
                 announce_event(event, **signal_kwargs)
         if interrupted is not None:
             raise interrupted  # once what the providers issued is stored
-    _report_unclaimed(alias, pks, results)
+    report_unclaimed(alias, pks, results)
     return [results[pk] for pk in pks if pk in results]
 
 
@@ -162,7 +125,7 @@ def _claim(
     within: timedelta,
     started: datetime,
     results: dict[int, RefreshResult],
-) -> list[_Row]:
+) -> list[BatchRow]:
     # Only rows that may be refreshed are locked (the others are reported by
     # _report_unclaimed, as they are).
     locked = Connection.objects.using(alias).select_for_update(skip_locked=True)
@@ -207,7 +170,7 @@ def _claim(
 
 def _claimed_row(
     current: Connection, within: timedelta, started: datetime, results: dict[int, RefreshResult]
-) -> _Row | None:
+) -> BatchRow | None:
     """The row to refresh (or to mark: nothing to refresh with), or None with its result."""
     if not still_due(current, within, started):
         results[current.pk] = result_for(current, "skipped")
@@ -216,7 +179,7 @@ def _claimed_row(
     try:
         provider = refreshable_provider(current, lambda _: True)
     except ReauthorizationRequired as err:
-        row = _Row(current, current.get_provider(), *claimed)
+        row = BatchRow(current, current.get_provider(), *claimed)
         _mark_reauth_required(row, err)
         return row
     except OAuthConnectError as err:  # e.g. a provider no longer configured
@@ -225,7 +188,7 @@ def _claimed_row(
     if provider is None:
         results[current.pk] = result_for(current, "skipped")
         return None
-    return _Row(current, provider, *claimed)
+    return BatchRow(current, provider, *claimed)
 
 
 def _crashed(current: Connection, err: Exception, results: dict[int, RefreshResult]) -> None:
@@ -241,11 +204,11 @@ def _crashed(current: Connection, err: Exception, results: dict[int, RefreshResu
 # 2. Ask -----------------------------------------------------------------------------------------
 
 
-def _ask_all(rows: list[_Row], pool: Executor) -> BaseException | None:
+def _ask_all(rows: list[BatchRow], pool: Executor) -> BaseException | None:
     """Every call at once; every answer collected. An interrupt while waiting (Ctrl-C) is
     held until every answer is in, and returned, so the batch stores what the providers issued
     before it is raised: a call in flight may spend a refresh token."""
-    asking: list[tuple[_Row, Future[TokenSet | OAuthConnectError]]] = []
+    asking: list[tuple[BatchRow, Future[TokenSet | OAuthConnectError]]] = []
     interrupted: BaseException | None = None
     try:
         for row in rows:
@@ -310,7 +273,7 @@ def _no_database() -> Iterator[None]:
 # Settling each answer (in memory) ----------------------------------------------------------
 
 
-def _settle_one(row: _Row, results: dict[int, RefreshResult]) -> None:
+def _settle_one(row: BatchRow, results: dict[int, RefreshResult]) -> None:
     """:func:`_settle`; a bug of ours or a provider class's costs this row only."""
     try:
         _settle(row, results)
@@ -329,7 +292,7 @@ def _settle_one(row: _Row, results: dict[int, RefreshResult]) -> None:
         )
 
 
-def _settle(row: _Row, results: dict[int, RefreshResult]) -> None:
+def _settle(row: BatchRow, results: dict[int, RefreshResult]) -> None:
     current, answer = row.current, row.answer
     if row.mark is not None:
         pass  # marked at claim time: nothing to refresh with
@@ -369,123 +332,11 @@ def _rotated_elsewhere(current: Connection) -> bool:
         return False
 
 
-def _mark_failed(row: _Row, err: ProviderError) -> None:
+def _mark_failed(row: BatchRow, err: ProviderError) -> None:
     set_failed(row.current, err)
     row.mark, row.failure = (Kind.REFRESH_FAILED, err.detail), err
 
 
-def _mark_reauth_required(row: _Row, err: ReauthorizationRequired) -> None:
+def _mark_reauth_required(row: BatchRow, err: ReauthorizationRequired) -> None:
     set_reauth_required(row.current, err)
     row.mark, row.failure = (Kind.REAUTH_REQUIRED, err.detail), err
-
-
-# 3. Write ---------------------------------------------------------------------------------------
-
-
-def _signal_kwargs(row: _Row) -> dict[str, Any]:
-    return {} if row.failure is None else {"error": row.failure}
-
-
-def _write(alias: str, rows: list[_Row], results: dict[int, RefreshResult]) -> None:
-    for row in rows:
-        if row.refreshed is not None:
-            pairs = row.refreshed.events()
-        else:
-            pairs = [row.mark] if row.mark is not None else []
-        row.events = [
-            (new_event(row.current, kind, note), _signal_kwargs(row)) for kind, note in pairs
-        ]
-    try:
-        with undone_if_refused(alias):
-            update_rows(
-                [row.current for row in rows if row.refreshed], REFRESHED_FIELDS, using=alias
-            )
-            update_rows(
-                [row.current for row in rows if row.mark is not None], MARK_FIELDS, using=alias
-            )
-            events = [event for row in rows for event, _ in row.events]
-            insert_rows(events, EVENT_FIELDS, using=alias)
-    except DatabaseError as err:
-        if transaction.get_rollback(alias) or not connections[alias].is_usable():
-            raise  # the transaction is gone (the connection with it): recorded as lost
-        logger.warning(
-            "Writing a batch of %s refreshes failed (%s); writing them one by one",
-            len(rows),
-            type(err).__name__,
-            extra={"event": "batch_write_refused", "connections": len(rows)},
-        )
-        for row in rows:
-            _write_one(alias, row, results)
-
-
-def _write_one(alias: str, row: _Row, results: dict[int, RefreshResult]) -> None:
-    """One row of a refused batch, as a single refresh writes it: its own savepoint, tokens
-    retried once and marked ``TokensNotStored`` if refused again. Announced after the
-    batch's commit, like the rest."""
-    current = row.current
-    row.events = []
-    try:
-        if row.refreshed is not None:
-            events = write_refreshed(row.refreshed, announce=False)
-            row.events = [(event, row.refreshed.signal_kwargs()) for event in events]
-        elif row.mark is not None:
-            with undone_if_refused(alias):
-                save_status(current, "consecutive_failures")
-                kind, note = row.mark
-                row.events = [(store_event(current, kind, note), _signal_kwargs(row))]
-    except TokensNotStored as err:
-        results[current.pk] = result_for(current, "failed", err.detail)
-    except DatabaseError as err:
-        if transaction.get_rollback(alias):
-            raise  # the transaction is gone: the whole batch is recorded as lost
-        logger.exception(
-            "Recording the refresh of connection #%s failed",
-            current.pk,
-            extra={"event": "refresh_crashed", "connection_id": current.pk},
-        )
-        results[current.pk] = result_for(current, "failed", f"Unexpected {type(err).__name__}.")
-
-
-def _lost(rows: list[_Row], err: BaseException, results: dict[int, RefreshResult]) -> None:
-    """The batch's transaction is gone (a failed COMMIT, a dropped connection, an interrupt)
-    after the providers were asked. Each connection that may have got new tokens is logged
-    and marked as a single refresh's would be: under its lock again, and only if no one has
-    refreshed it since. The others' failures are retried by the next run."""
-    for row in rows:
-        current = row.current
-        if row.may_have_new_tokens:
-            results[current.pk] = result_for(current, "failed", _record_lost(row, err).detail)
-        elif row.mark is not None or row.failure is not None:
-            logger.error(
-                "%s: recording the refresh failed (%s)",
-                current,
-                type(err).__name__,
-                extra={"event": "refresh_crashed", "connection_id": current.pk},
-            )
-            detail = row.failure.detail if row.failure is not None else ""
-            results[current.pk] = result_for(current, "failed", detail)
-
-
-def _record_lost(row: _Row, err: BaseException) -> TokensNotStored:
-    try:
-        with locked_connection(row.current.pk) as latest:
-            unchanged = latest.updated_at == row.claimed_updated_at
-            return tokens_not_stored(latest, err, latest.consecutive_failures, mark=unchanged)
-    except (OAuthConnectError, DatabaseError):
-        # Gone, held past any refresh's deadline, or the database is down: logged, unmarked.
-        return tokens_not_stored(row.current, err, row.failures_before, mark=False)
-
-
-def _report_unclaimed(alias: str, pks: Sequence[int], results: dict[int, RefreshResult]) -> None:
-    """Rows the claim passed over: another worker holds them (it is refreshing them, or will
-    have by the next run), they may not be refreshed now (disconnected, awaiting a person), or
-    they were deleted. Read without a lock, and only when there are any."""
-    missing = [pk for pk in pks if pk not in results]
-    if not missing:
-        return
-    try:
-        found = {row.pk: row for row in Connection.objects.using(alias).filter(pk__in=missing)}
-    except DatabaseError:
-        found = {}  # the batch is done: a report without labels beats a lost one
-    for pk in missing:
-        results[pk] = result_for(found.get(pk) or Connection(pk=pk), "skipped")

@@ -25,7 +25,14 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from oauth_connect.models import Connection
-from oauth_connect.services import batch, refresh_connection, refresh_due_connections, store
+from oauth_connect.services import (
+    batch,
+    batch_write,
+    refresh_connection,
+    refresh_due_connections,
+    store,
+)
+from oauth_connect.services.batch_row import BatchRow
 from oauth_connect.services.bulk import refresh_these_if_due
 from tests.conftest import TOKEN_URL, requires_postgres, token_body
 
@@ -376,7 +383,7 @@ def test_a_batch_write_the_database_refuses_is_written_row_by_row(
         callback=answer_by_refresh_token({"refresh-2": (503, {"error": "down"})}),
     )
     connections = due(make_connection, 4)
-    update_rows = batch.update_rows
+    update_rows = batch_write.update_rows
     refused: list[int] = []
 
     def refuse_once(rows: Any, *args: Any, **kwargs: Any) -> None:
@@ -385,7 +392,7 @@ def test_a_batch_write_the_database_refuses_is_written_row_by_row(
             refused.append(len(rows))
             raise OperationalError("deadlock detected")
 
-    monkeypatch.setattr(batch, "update_rows", refuse_once)
+    monkeypatch.setattr(batch_write, "update_rows", refuse_once)
     # ... and one row's own write is refused twice: it alone is marked.
     write = store._write_tokens_and_events
 
@@ -630,14 +637,14 @@ def test_a_lost_batch_leaves_alone_a_row_refreshed_since(make_connection: Any) -
     # must not undo that.
     (connection,) = due(make_connection, 1)
     claimed = Connection.objects.get(pk=connection.pk)
-    row = batch._Row(
+    row = BatchRow(
         claimed, claimed.get_provider(), claimed_updated_at=claimed.updated_at, asked=True
     )
     refreshed_elsewhere = Connection.objects.get(pk=connection.pk)
     refreshed_elsewhere.refresh_token = "refreshed-since"
     refreshed_elsewhere.save()
 
-    failure = batch._record_lost(row, OperationalError("server closed the connection"))
+    failure = batch_write.record_lost(row, OperationalError("server closed the connection"))
 
     assert "storing them failed (OperationalError)" in failure.detail
     stored = Connection.objects.get(pk=connection.pk)
