@@ -24,6 +24,8 @@ EVENT_FIELDS = ["connection", "kind", "message", "created_at"]
 
 
 def write_batch(alias: str, rows: list[BatchRow], results: dict[int, RefreshResult]) -> None:
+    """Every row's change and events in three statements (new tokens, failure marks, events);
+    row by row if the database refuses them. Raises if the transaction itself is gone."""
     for row in rows:
         if row.refreshed is not None:
             pairs = row.refreshed.events()

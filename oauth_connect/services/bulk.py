@@ -79,9 +79,10 @@ def refresh_due_connections(
     ``keep_results=False`` the summary holds only counts: memory stays flat however many
     connections are due.
 
-    ``processes`` > 1 (PostgreSQL, on systems that fork) splits the due connections and the
-    workers between that many forked processes, for when one process's CPU is the limit (fast
-    token endpoints): each has one database connection. Not inside a transaction."""
+    ``processes`` > 1 (PostgreSQL, on systems that fork) splits the due connections, the
+    workers and the ``MAX_LANES`` database connections (at least one each) between that many
+    forked processes, for when one process's CPU is the limit (fast token endpoints). Not
+    inside a transaction."""
     if processes > 1 and not dry_run:
         return _refresh_in_processes(
             within, providers, tenant, workers, processes, on_result, keep_results
