@@ -127,7 +127,7 @@ def _claim(
     results: dict[int, RefreshResult],
 ) -> list[BatchRow]:
     # Only rows that may be refreshed are locked (the others are reported by
-    # _report_unclaimed, as they are).
+    # report_unclaimed, as they are).
     locked = Connection.objects.using(alias).select_for_update(skip_locked=True)
     rows = []
     for current in locked.filter(pk__in=pks, status__in=IN_USE_STATUSES):
@@ -280,16 +280,8 @@ def _settle_one(row: BatchRow, results: dict[int, RefreshResult]) -> None:
     except DatabaseError:
         raise  # the transaction may be gone: the whole batch is recorded as lost
     except Exception as err:
-        logger.exception(
-            "Settling the refresh of connection #%s failed unexpectedly",
-            row.current.pk,
-            extra={"event": "refresh_crashed", "connection_id": row.current.pk},
-        )
-        row.refreshed = row.mark = None
-        row.failure = None
-        results[row.current.pk] = result_for(
-            row.current, "failed", f"Unexpected {type(err).__name__}."
-        )
+        row.refreshed = row.mark = row.failure = None  # nothing of it is written
+        _crashed(row.current, err, results)
 
 
 def _settle(row: BatchRow, results: dict[int, RefreshResult]) -> None:

@@ -36,7 +36,7 @@ def store_event(connection: Connection, kind: str, message: str = "") -> Connect
 
 
 def new_event(connection: Connection, kind: str, message: str = "") -> ConnectionEvent:
-    """The row unsaved: for writes of many events at once (``bulk_create``)."""
+    """The row unsaved: for writes of many events at once (``_internal.update_rows``)."""
     # printable(): a provider class of the host's may quote a provider's NUL, which PostgreSQL
     # refuses; ours already pass their words through provider_words().
     return ConnectionEvent(connection=connection, kind=kind, message=printable(message))
