@@ -8,7 +8,7 @@ interleaved, for ``--rounds`` rounds. It prints medians: wall time; the ratio to
 median of each round's ratio); our CPU and PostgreSQL's per refresh; SQL statements per
 refreshed connection (then with each transaction's BEGIN and COMMIT added); the most database
 connections open at once; peak RSS. The token endpoint runs in a process of its own, as a real
-provider would.
+provider would (``--server-processes K``: from K processes).
 
     pip install -e ".[bench]"
     python benchmarks/bench_refresh.py --database postgres --sizes 1000 --workers 8
@@ -35,6 +35,7 @@ import json
 import os
 import resource
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -83,14 +84,20 @@ class _TokenHandler(BaseHTTPRequestHandler):
         pass
 
 
-def serve_token_endpoint(latency_ms: float) -> None:
-    """Serve until killed; the first line printed is the endpoint's URL."""
+def serve_token_endpoint(latency_ms: float, processes: int = 1) -> None:
+    """Serve until killed; the first line printed is the endpoint's URL. With ``processes`` > 1
+    the listening socket is shared by that many forked processes, each accepting on its own."""
     _TokenHandler.latency = latency_ms / 1000
     # Room for every worker's connection at once (socketserver's default backlog is 5).
     ThreadingHTTPServer.request_queue_size = 256
     server = ThreadingHTTPServer(("127.0.0.1", 0), _TokenHandler)
     server.daemon_threads = True
     print(f"http://127.0.0.1:{server.server_address[1]}/", flush=True)
+    for _ in range(processes - 1):
+        if os.fork() == 0:
+            break  # a child: serve
+    else:
+        signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
     server.serve_forever()
 
 
@@ -473,6 +480,12 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
+        "--server-processes",
+        type=int,
+        default=1,
+        help="Processes the token endpoint answers from (default 1).",
+    )
+    parser.add_argument(
         "--latency-ms",
         type=float,
         default=0,
@@ -487,7 +500,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.serve:
-        serve_token_endpoint(args.latency_ms)
+        serve_token_endpoint(args.latency_ms, args.server_processes)
         return
     if args.seed is not None:
         setup_django(args.database, args.token_url, os.environ[KEY_VARIABLE])
@@ -515,8 +528,13 @@ def drive(args: argparse.Namespace) -> None:
     lanes: list[int | None] = args.lanes or [None]  # None: as shipped
     # The provider runs in its own process, as a real one would: it doesn't share our GIL.
     server = subprocess.Popen(  # noqa: S603 - this same script, fixed arguments
-        child("--serve", "--latency-ms", str(args.latency_ms)),
+        child(
+            "--serve",
+            *("--latency-ms", str(args.latency_ms)),
+            *("--server-processes", str(args.server_processes)),
+        ),
         stdout=subprocess.PIPE,
+        start_new_session=True,  # its own process group, for the forked servers
         text=True,
         cwd=ROOT,
     )
