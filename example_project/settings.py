@@ -8,10 +8,13 @@ to the real Apicbase instead of the sandbox.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import environ
+
+from example_project.site_url import binds_every_interface, site_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -19,9 +22,26 @@ environ.Env.read_env(BASE_DIR / ".env")  # optional; missing is fine
 
 DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env("SECRET_KEY", default="example-project-not-secret")
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
-# Where this project is reachable: the sandbox provider's URLs are built from it.
-SITE_URL = env("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Where this project is reachable: the sandbox provider's URLs are built from it. Unset, it is
+# where `runserver` (or `sandbox`) was told to listen: any port works without configuration.
+SITE_URL = site_url(env("SITE_URL", default=None), sys.argv)
+ALLOWED_HOSTS = env.list(
+    "ALLOWED_HOSTS",
+    default=[
+        "127.0.0.1",
+        "localhost",
+        "[::1]",
+        "testserver",
+        SITE_URL.split("://", 1)[1].rsplit(":", 1)[0],
+        # `runserver 0.0.0.0:8000` asks to be reached from elsewhere, under any name.
+        *(["*"] if binds_every_interface(sys.argv) else []),
+    ],
+)
+# Not Django's default names: the sandbox (`manage.py sandbox`) runs on the same host as the
+# reader's own project, and browsers share cookies between ports. Logging in at the sandbox
+# must not log the reader out of their site (and lose the authorization in progress).
+SESSION_COOKIE_NAME = "example_sessionid"
+CSRF_COOKIE_NAME = "example_csrftoken"
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from django.apps import apps
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.core.handlers.exception import response_for_exception
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect
-from django.urls import reverse
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, reverse
 from django.utils.cache import add_never_cache_headers
 from django.utils.decorators import method_decorator
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -31,6 +33,14 @@ from .providers.base import Provider
 from .tenants import resolve_tenant
 
 Status = Connection.Status
+
+
+def _admin_url() -> str:
+    """The admin's index, if the project has Django's admin at the usual name."""
+    try:
+        return reverse("admin:index")
+    except NoReverseMatch:
+        return ""
 
 
 class TenantViewMixin:
@@ -56,9 +66,21 @@ class TenantViewMixin:
         if self.tenant is None:
             if not request.user.is_authenticated:
                 return redirect_to_login(self.login_next_url())
-            raise PermissionDenied(_("Your account doesn't belong to any organisation yet."))
+            return self.no_tenant_response(request)
         response: HttpResponse = super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
         return response
+
+    def no_tenant_response(self, request: HttpRequest) -> HttpResponse:
+        """A logged-in person the resolver finds no tenant for (an operator who followed
+        "View site", a new member not yet added): 403, with a page that says why and what to
+        do, not Django's bare "Forbidden"."""
+        tenant_model = apps.get_model(conf.tenant_model_label())
+        context = {
+            "oauth_connect_base_template": conf.get("BASE_TEMPLATE"),
+            "tenant_name": tenant_model._meta.verbose_name,
+            "admin_url": _admin_url() if request.user.is_staff else "",
+        }
+        return TemplateResponse(request, "oauth_connect/no_tenant.html", context, status=403)
 
     def login_next_url(self) -> str:
         """Where the login page sends an anonymous user back to: this page."""
@@ -263,6 +285,18 @@ class ConnectView(TenantViewMixin, TemplateView):
 
 
 class CallbackView(TenantViewMixin, View):
+    def no_tenant_response(self, request: HttpRequest) -> HttpResponse:
+        """A logged-in person the resolver finds no tenant for (an operator who followed
+        "View site", a new member not yet added): 403, with a page that says why and what to
+        do, not Django's bare "Forbidden"."""
+        tenant_model = apps.get_model(conf.tenant_model_label())
+        context = {
+            "oauth_connect_base_template": conf.get("BASE_TEMPLATE"),
+            "tenant_name": tenant_model._meta.verbose_name,
+            "admin_url": _admin_url() if request.user.is_staff else "",
+        }
+        return TemplateResponse(request, "oauth_connect/no_tenant.html", context, status=403)
+
     def login_next_url(self) -> str:
         """The list page, not this one: this URL's query holds the authorization code, which
         must not travel on in the login page's URL (its logs, its Referer). A code is short-lived

@@ -56,9 +56,29 @@ def test_anonymous_users_are_sent_to_log_in(client: Client) -> None:
     assert response["Location"].startswith(reverse("login"))
 
 
-def test_user_without_a_tenant_is_refused(client: Client, user: Any) -> None:
+def test_user_without_a_tenant_is_refused_with_a_page_that_says_why(
+    client: Client, user: Any
+) -> None:
     client.force_login(user)  # no organisation
-    assert client.get(LIST).status_code == 403
+    response = client.get(LIST)
+    assert response.status_code == 403
+    text = " ".join(response.content.decode().split())
+    assert (
+        f"You are signed in as {user.get_username()}, but your account doesn't belong to "
+        "any organisation yet, so there are no connections to manage here." in text
+    )
+    assert "Ask a person who manages your organisation to add you to it" in text
+    assert reverse("admin:index") not in text  # not staff: no way in through the admin
+    assert no_store(response)
+
+
+def test_staff_without_a_tenant_are_pointed_at_the_admin(client: Client, user: Any) -> None:
+    user.is_staff = True
+    user.save()
+    client.force_login(user)  # an operator who followed the admin's "View site"
+    response = client.get(LIST)
+    assert response.status_code == 403
+    assert f'<a href="{reverse("admin:index")}">admin</a>' in response.content.decode()
 
 
 def test_list_shows_configured_providers_and_own_connections(
@@ -534,13 +554,6 @@ def test_every_page_and_redirect_says_no_store(
 def test_the_login_redirect_says_no_store(client: Client) -> None:
     response = client.get(LIST)
     assert response.status_code == 302 and no_store(response)
-
-
-def test_the_refusal_of_a_user_without_a_tenant_says_no_store(client: Client, user: Any) -> None:
-    client.force_login(user)  # no organisation
-    response = client.get(LIST)
-    assert response.status_code == 403 and no_store(response)
-    assert b"Forbidden" in response.content  # the project's 403 page, as Django builds it
 
 
 def test_a_404_says_no_store(logged_in_client: Client) -> None:

@@ -55,9 +55,14 @@ def test_the_resolver_picks_the_persons_organisation(
     assert response.context["tenant"] == organisation
 
 
-def test_a_person_without_an_organisation_is_forbidden(page: Any, django_user_model: Any) -> None:
+def test_a_person_without_an_organisation_is_forbidden_and_told_why(
+    page: Any, settings: Any, tmp_path: Path, django_user_model: Any
+) -> None:
+    site_templates(settings, tmp_path, **{"myapp/base.html": page.code_of("· Acme")})
     client = logged_in(django_user_model.objects.create_user("loner", password="pw"))
-    assert client.get("/connections/").status_code == 403
+    response = client.get("/connections/")
+    assert response.status_code == 403
+    assert "your account doesn't belong to any organisation yet" in response.content.decode()
 
 
 def test_the_site_base_template_shows_the_page_and_its_messages(

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 from oauth2_provider.models import AccessToken, Application, RefreshToken
@@ -102,7 +103,7 @@ class Sandbox:
         response = browser.post(
             self.absolute("/accounts/login/"),
             data={
-                "csrfmiddlewaretoken": browser.cookies["csrftoken"],
+                "csrfmiddlewaretoken": browser.cookies[settings.CSRF_COOKIE_NAME],
                 "username": username,
                 "password": password,
             },
@@ -114,7 +115,8 @@ class Sandbox:
     def post(self, browser: requests.Session, path: str, **data: str) -> requests.Response:
         """Submit one of our forms, with the CSRF token Django set in the cookie."""
         return browser.post(
-            self.absolute(path), data={"csrfmiddlewaretoken": browser.cookies["csrftoken"], **data}
+            self.absolute(path),
+            data={"csrfmiddlewaretoken": browser.cookies[settings.CSRF_COOKIE_NAME], **data},
         )
 
     def connect_with_credentials(

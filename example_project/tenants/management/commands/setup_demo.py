@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from example_project.sandbox.setup import register_sandbox_clients
-from example_project.tenants.models import Organisation
+from example_project.tenants.demo import demo_user
 
 
 class Command(BaseCommand):
@@ -18,19 +17,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         call_command("migrate", interactive=False, verbosity=0)
-        user_model = get_user_model()
-        user, created = user_model.objects.get_or_create(
-            username="demo", defaults={"is_staff": True, "is_superuser": True}
-        )
-        if created:
-            user.set_password("demo")
-            user.save()
-        organisation, _ = Organisation.objects.get_or_create(name="Demo Kitchen")
-        organisation.members.add(user)
+        demo_user()
         register_sandbox_clients(settings.SITE_URL)
         self.stdout.write(
             self.style.SUCCESS(
-                f"Ready. Run `python manage.py runserver`, open {settings.SITE_URL}/ and log in as "
-                "demo / demo."
+                "Ready. Run `python manage.py runserver`, open it (http://127.0.0.1:8000/ by "
+                "default; any host and port works) and log in as demo / demo."
             )
         )
