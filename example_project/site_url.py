@@ -20,8 +20,12 @@ def site_url(configured: str | None, argv: Sequence[str]) -> str:
     if configured:
         return configured.rstrip("/")
     addrport = runserver_addrport(argv)
-    if addrport is None:
-        return DEFAULT
+    return DEFAULT if addrport is None else url_for(addrport)
+
+
+def url_for(addrport: str) -> str:
+    """The URL a browser on this machine uses for a server listening on ``addrport`` (as
+    ``runserver`` takes it: ``PORT`` or ``ADDRESS:PORT``)."""
     host, _, port = addrport.rpartition(":")
     if not port.isdigit():
         return DEFAULT

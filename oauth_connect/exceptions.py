@@ -138,6 +138,11 @@ class InvalidState(AuthorizationError):
     """The callback's ``state`` is missing, unknown, reused, expired, or bound to someone else."""
 
 
+class AlreadyCompleted(InvalidState):
+    """The callback of an authorization this session already completed came again (the
+    browser's Back button, a reload): the connection is made; there is nothing to do."""
+
+
 class AccessDenied(AuthorizationError):
     """The user (or the provider) declined the authorization."""
 

@@ -25,7 +25,14 @@ from django.views.generic import TemplateView, View
 from . import conf, services, throttle
 from ._internal.log import logger, provider_fields
 from .cards import ConnectionCard
-from .exceptions import AuthorizationError, ConfigurationError, ConnectionBusy, InvalidCredentials
+from .exceptions import (
+    AccessDenied,
+    AlreadyCompleted,
+    AuthorizationError,
+    ConfigurationError,
+    ConnectionBusy,
+    InvalidCredentials,
+)
 from .forms import ConnectForm, CredentialsForm
 from .models import IN_USE_STATUSES, Connection
 from .providers import registry
@@ -285,18 +292,6 @@ class ConnectView(TenantViewMixin, TemplateView):
 
 
 class CallbackView(TenantViewMixin, View):
-    def no_tenant_response(self, request: HttpRequest) -> HttpResponse:
-        """A logged-in person the resolver finds no tenant for (an operator who followed
-        "View site", a new member not yet added): 403, with a page that says why and what to
-        do, not Django's bare "Forbidden"."""
-        tenant_model = apps.get_model(conf.tenant_model_label())
-        context = {
-            "oauth_connect_base_template": conf.get("BASE_TEMPLATE"),
-            "tenant_name": tenant_model._meta.verbose_name,
-            "admin_url": _admin_url() if request.user.is_staff else "",
-        }
-        return TemplateResponse(request, "oauth_connect/no_tenant.html", context, status=403)
-
     def login_next_url(self) -> str:
         """The list page, not this one: this URL's query holds the authorization code, which
         must not travel on in the login page's URL (its logs, its Referer). A code is short-lived
@@ -307,6 +302,12 @@ class CallbackView(TenantViewMixin, View):
         provider_obj = self.get_provider(provider)
         try:
             result = services.complete_authorization(request, provider, self.tenant, request.GET)
+        except AlreadyCompleted:
+            # Back (or a reload) after a consent that went through: the card says it all.
+            return redirect("oauth_connect:list")
+        except AccessDenied as err:
+            messages.info(request, str(err))  # the person's own choice, not a failure
+            return redirect("oauth_connect:list")
         except AuthorizationError as err:
             messages.error(request, str(err))
             return redirect("oauth_connect:list")

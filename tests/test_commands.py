@@ -14,6 +14,7 @@ import pytest
 import responses
 import time_machine
 from django.core.management import CommandError, call_command
+from django.core.management.base import SystemCheckError
 from django.utils import timezone
 from responses import matchers
 
@@ -666,3 +667,20 @@ def test_rotate_encryption_keys_reports_counts(
         "Re-encrypted 4 value(s) in 4 row(s).",
         "Every secret is now encrypted with the first key.",
     ]
+
+
+def test_a_run_runs_the_settings_checks_but_not_the_database_ones(
+    db: None, settings: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What docs/commands.md says: W001 (SQLite) comes with migrate and check --database, not
+    # with every cron run; a settings error stops the run.
+    call_command("refresh_tokens", stdout=StringIO(), skip_checks=False)
+    assert "W001" not in capsys.readouterr().err
+    out = StringIO()
+    call_command("check", "--database", "default", stdout=out, stderr=out)
+    assert ("oauth_connect.W001" in out.getvalue()) == (
+        settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
+    )
+    settings.OAUTH_CONNECT = {**settings.OAUTH_CONNECT, "ENCRYPTION_KEYS": ["not a key"]}
+    with pytest.raises(SystemCheckError, match="oauth_connect.E004"):
+        call_command("refresh_tokens", stdout=StringIO(), skip_checks=False)

@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 import responses
 import time_machine
 from django.contrib.messages import get_messages
@@ -18,6 +19,7 @@ from oauth_connect.exceptions import ConnectionBusy
 from oauth_connect.models import ClientCredentials, Connection
 from oauth_connect.services.authorize import SESSION_KEY
 from tests.conftest import (
+    API_URL,
     AUTHORIZE_URL,
     CLIENT_ID,
     NOW,
@@ -41,6 +43,14 @@ def start(client: Client, **data: str) -> dict[str, list[str]]:
     location = response["Location"]
     assert location.startswith(AUTHORIZE_URL)
     return parse_qs(urlsplit(location).query)
+
+
+def token_calls(http_mock: responses.RequestsMock) -> int:
+    return sum(call.request.url == TOKEN_URL for call in http_mock.calls)
+
+
+def revocations(http_mock: responses.RequestsMock) -> int:
+    return sum(call.request.url == REVOKE_URL for call in http_mock.calls)
 
 
 def messages_of(response: Any) -> list[str]:
@@ -168,11 +178,30 @@ def test_state_is_single_use(logged_in_client: Client, http_mock: responses.Requ
     logged_in_client.get(CALLBACK, {"code": "c", "state": state})
     before = Connection.objects.get()
 
+    logged_in_client.get(LIST)  # "Apicbase is connected." is shown, and gone
+
+    # The browser's Back button: the same callback again. Not exchanged again, and not an
+    # error either: the list, with the connection on it.
+    response = logged_in_client.get(CALLBACK, {"code": "c", "state": state})
+
+    assert response.status_code == 302 and response["Location"] == LIST
+    assert messages_of(response) == []
+    assert Connection.objects.get().updated_at == before.updated_at
+    assert token_calls(http_mock) == 1
+
+
+def test_a_state_that_failed_is_still_unknown_when_it_comes_again(
+    logged_in_client: Client, http_mock: responses.RequestsMock
+) -> None:
+    http_mock.add(responses.POST, TOKEN_URL, json={"error": "invalid_grant"}, status=400)
+    state = start(logged_in_client)["state"][0]
+    logged_in_client.get(CALLBACK, {"code": "c", "state": state})
+    logged_in_client.get(LIST)
+
     response = logged_in_client.get(CALLBACK, {"code": "c", "state": state})
 
     assert "already used" in messages_of(response)[-1]
-    assert Connection.objects.get().updated_at == before.updated_at
-    assert len(http_mock.calls) == 1
+    assert not Connection.objects.exists()
 
 
 @pytest.mark.parametrize(
@@ -251,7 +280,72 @@ def test_access_denied_is_shown_plainly(logged_in_client: Client) -> None:
         CALLBACK, {"error": "access_denied", "error_description": "User said no", "state": state}
     )
     assert messages_of(response) == ["Access to Apicbase was declined, so nothing was connected."]
+    # A choice the person made: said as information, not as an error.
+    assert [m.level_tag for m in get_messages(response.wsgi_request)] == ["info"]
     assert not Connection.objects.exists()
+
+
+ACCOUNT_URL = API_URL + "accounts/me/"
+
+
+@pytest.mark.parametrize(
+    ("answer", "named"),
+    [
+        ({"username": "chef"}, "chef"),
+        ({"id": 7, "email": "chef@kitchen.example"}, "chef@kitchen.example"),
+        ({"user": {"name": "Chef\u202eevil"}}, "Chef evil"),  # printable: no bidi override
+        ({"id": 7}, ""),  # nothing that names anyone
+        ({"username": "access-token-1"}, "[redacted]"),  # the token, echoed back
+    ],
+)
+def test_the_card_names_the_account_the_api_says_authorized(
+    logged_in_client: Client, http_mock: responses.RequestsMock, answer: Any, named: str
+) -> None:
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(1))
+    http_mock.add(responses.GET, ACCOUNT_URL, json=answer)
+    state = start(logged_in_client)["state"][0]
+    logged_in_client.get(CALLBACK, {"code": "c", "state": state})
+
+    connection = Connection.objects.get()
+    assert connection.account == ({"username": named} if named else {})
+    [asked] = [call for call in http_mock.calls if call.request.url == ACCOUNT_URL]
+    assert asked.request.headers["Authorization"] == "Bearer access-token-1"
+    if named:
+        assert f"· {named}" in " ".join(logged_in_client.get(LIST).content.decode().split())
+
+
+@pytest.mark.parametrize("failure", ["status", "not json", "network"])
+def test_an_account_endpoint_that_fails_costs_the_name_only(
+    logged_in_client: Client,
+    http_mock: responses.RequestsMock,
+    failure: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(1))
+    if failure == "status":
+        http_mock.add(responses.GET, ACCOUNT_URL, json={"detail": "nope"}, status=500)
+    elif failure == "not json":
+        http_mock.add(responses.GET, ACCOUNT_URL, body="<html>access-token-1</html>")
+    else:
+        http_mock.add(responses.GET, ACCOUNT_URL, body=requests.ConnectionError("refused"))
+    state = start(logged_in_client)["state"][0]
+    response = logged_in_client.get(CALLBACK, {"code": "c", "state": state})
+
+    assert messages_of(response) == ["Apicbase is connected."]
+    connection = Connection.objects.get()
+    assert connection.status == Connection.Status.ACTIVE and connection.account == {}
+    [line] = [r for r in caplog.records if getattr(r, "event", "") == "account_unnamed"]
+    assert line.getMessage().startswith("Apicbase: the connected account couldn't be named (")
+    assert "access-token-1" not in caplog.text
+
+
+def test_without_the_accounts_scope_nobody_is_asked(
+    logged_in_client: Client, http_mock: responses.RequestsMock
+) -> None:
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(1, scope="library"))
+    state = start(logged_in_client)["state"][0]
+    logged_in_client.get(CALLBACK, {"code": "c", "state": state})
+    assert [call.request.url for call in http_mock.calls] == [TOKEN_URL]
 
 
 def test_other_provider_errors_are_reported(logged_in_client: Client) -> None:
@@ -287,7 +381,8 @@ def test_reconnecting_a_label_updates_the_same_connection(
     assert connection.status == Connection.Status.ACTIVE
     assert connection.access_token == "access-token-5"
     # The replaced grant is revoked, so it can't outlive the connection.
-    assert parse_qs(http_mock.calls[1].request.body)["token"] == ["refresh-token-1"]
+    [revocation] = [call for call in http_mock.calls if call.request.url == REVOKE_URL]
+    assert parse_qs(revocation.request.body)["token"] == ["refresh-token-1"]
     assert "Previous grant: Tokens revoked" in connection.events.get().message
 
 
@@ -306,7 +401,7 @@ def test_reconnect_that_may_return_the_same_grant_revokes_nothing(
     )
     state = start(logged_in_client, label="production", reconnect="1")["state"][0]
     logged_in_client.get(CALLBACK, {"code": "c", "state": state})
-    assert len(http_mock.calls) == 1  # the code exchange only
+    assert token_calls(http_mock) == 1 and revocations(http_mock) == 0  # the exchange only
     connection = Connection.objects.get()
     assert "Previous grant" not in connection.events.get().message
     assert connection.refresh_token == "refresh-token-1"

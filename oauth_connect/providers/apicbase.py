@@ -9,9 +9,19 @@ partners use one set.
 from __future__ import annotations
 
 from typing import Any, ClassVar
+from urllib.parse import urljoin
 
+from django.views.decorators.debug import sensitive_variables
+
+from .._internal.redact import provider_words
+from .base import TokenSet
+from .client import ProviderClient
 from .oauth2 import OAuth2Provider
 from .registry import register
+
+# Where a name for people may be, in order, in what the account endpoint answers (at its top
+# level or under "user"): Apicbase's users log in with their email address.
+ACCOUNT_NAME_KEYS = ("username", "email", "name")
 
 
 @register
@@ -26,3 +36,25 @@ class ApicbaseProvider(OAuth2Provider):
         "SCOPES": ["accounts", "library"],
         "CHECK_PATH": "accounts/me/",
     }
+
+    @sensitive_variables()
+    def account_for(self, client: ProviderClient, tokens: TokenSet) -> dict[str, Any]:
+        """The person who authorized, from ``CHECK_PATH`` (``accounts/me/``), when the
+        ``accounts`` scope was granted."""
+        path = self.setting("CHECK_PATH")
+        if not path or "accounts" not in (tokens.scopes or self.scopes):
+            return {}
+        body = client.request_json(
+            "GET",
+            urljoin(str(self.setting("API_URL")), str(path)),
+            headers={"Authorization": f"Bearer {tokens.access_token}"},
+            secrets=[tokens.access_token],
+            what="account endpoint",
+        )
+        for where in (body, body.get("user")):
+            if isinstance(where, dict):
+                for key in ACCOUNT_NAME_KEYS:
+                    name = provider_words(where.get(key), [tokens.access_token], limit=100)
+                    if name:
+                        return {"username": name}
+        return {}

@@ -117,11 +117,14 @@ class ProviderClient:
         url: str,
         *,
         auth: tuple[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        secrets: list[str] | None = None,
         what: str = "endpoint",
         refused: frozenset[int] = frozenset(),
     ) -> dict[str, Any]:
-        """Send a bodyless request (e.g. GET with HTTP basic) and return the JSON object."""
-        answer = self._send(method, url, what, [], auth=auth)
+        """Send a bodyless request (e.g. GET with HTTP basic, or with a bearer token in
+        ``headers`` whose ``secrets`` are masked in any error) and return the JSON object."""
+        answer = self._send(method, url, what, list(secrets or []), auth=auth, headers=headers)
         return self._json(answer, what, refused)
 
     @sensitive_variables()

@@ -91,6 +91,12 @@ class OAuth2Provider(Provider):
         body = self._token_request(client, data, oauth_client)
         return self.parse_token_response(body, requested_scopes=self.scopes)
 
+    def account_for(self, client: ProviderClient, tokens: TokenSet) -> dict[str, Any]:
+        """Who a new grant is for, for people to read (``{"username": ...}``, shown on the
+        card and in the admin), when the API says; ``{}`` when it doesn't. Asked once, after
+        the code exchange. Raising costs nothing but the name: the connection is stored."""
+        return {}
+
     # Refresh and revoke -----------------------------------------------------------------------
 
     def refresh_params(self, connection: Connection) -> dict[str, str]:

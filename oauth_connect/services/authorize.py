@@ -7,6 +7,7 @@ single-use, even when the callback fails), checks it, and only then exchanges th
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import time
@@ -24,6 +25,7 @@ from .._internal.pkce import make_verifier, s256_challenge
 from .._internal.redact import provider_words
 from ..exceptions import (
     AccessDenied,
+    AlreadyCompleted,
     AuthorizationError,
     ConfigurationError,
     InvalidState,
@@ -34,11 +36,17 @@ from ..exceptions import (
 from ..models import Connection
 from ..providers import registry
 from ..providers.client import ProviderClient
+from ..providers.base import TokenSet
 from ..providers.oauth2 import OAuth2Provider
 from .connect import save_grant, usable_grant
 from .credentials import require_oauth_client
 
 SESSION_KEY = "oauth_connect_pending"
+# Authorizations completed in this session (a digest of each state, never the state itself):
+# a callback that comes again (the browser's Back button) is recognised, not reported as an
+# unknown link.
+COMPLETED_KEY = "oauth_connect_completed"
+MAX_COMPLETED = 10
 # A user may start a few flows in parallel tabs; more than this and the oldest is dropped.
 MAX_PENDING = 5
 # No legitimate state or code is longer; longer values are rejected before any lookup.
@@ -116,7 +124,8 @@ def complete_authorization(
     Raises an ``AuthorizationError`` (safe to show the user) and stores nothing when anything
     is wrong.
     """
-    pending = _pop_pending(request, _single(params, "state"))
+    state = _single(params, "state")
+    pending = _pop_pending(request, state)
     if pending.provider != provider_id or pending.tenant != str(tenant.pk):
         raise InvalidState(
             _(
@@ -162,10 +171,32 @@ def complete_authorization(
         pending.label,
         tokens,
         client_id=oauth_client.client_id,
+        account=_account_of(provider, tokens),
         note=f"Authorized with scopes: {' '.join(tokens.scopes or []) or 'none stated'}. "
         f"{tokens.note}".strip(),
     )
+    completed = [*(request.session.get(COMPLETED_KEY) or []), _digest(state)]
+    request.session[COMPLETED_KEY] = completed[-MAX_COMPLETED:]
     return AuthorizationResult(connection=connection, next_url=pending.next_url)
+
+
+def _account_of(provider: OAuth2Provider, tokens: TokenSet) -> dict[str, Any]:
+    """``provider.account_for``; nothing, if asking fails. The name is for people to read:
+    a slow or broken account endpoint must not cost the tenant the grant it just gave."""
+    try:
+        return provider.account_for(ProviderClient(provider.provider_id), tokens)
+    except Exception as err:
+        logger.info(
+            "%s: the connected account couldn't be named (%s)",
+            provider.display_name,
+            type(err).__name__,
+            extra=provider_fields(provider.provider_id, "account_unnamed"),
+        )
+        return {}
+
+
+def _digest(state: str) -> str:
+    return hashlib.sha256(state.encode()).hexdigest()
 
 
 def _live_pending(request: HttpRequest) -> dict[str, dict[str, Any]]:
@@ -178,6 +209,8 @@ def _pop_pending(request: HttpRequest, state: str) -> PendingAuthorization:
     stored = dict(request.session.get(SESSION_KEY) or {})
     raw = stored.pop(state, None)
     request.session[SESSION_KEY] = stored
+    if raw is None and _digest(state) in (request.session.get(COMPLETED_KEY) or []):
+        raise AlreadyCompleted(_("This authorization is already complete."))
     if raw is None:
         raise InvalidState(
             _(

@@ -238,8 +238,14 @@ def _naming(err: ProviderErrorT, connection: Connection) -> ProviderErrorT:
 
 
 def needs_reauth_message(connection: Connection) -> str:
-    reason = f" ({connection.last_error})" if connection.last_error else ""
-    return f"It needs reauthorization{reason}: someone must reconnect it."
+    """What to tell whoever meets a connection that needs reauthorization: why (the recorded
+    error), and what to do, said once (most recorded reasons already end with it)."""
+    reason = connection.last_error.strip()
+    if not reason:
+        return "It needs reauthorization: someone must reconnect it."
+    if "must reconnect" not in reason.lower():
+        reason = f"{reason.rstrip('.')}. Someone must reconnect it."
+    return f"It needs reauthorization: {reason}"
 
 
 def rotated_elsewhere(current: Connection) -> bool:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import authenticate
+from django.core.management import CommandError, call_command
 from oauth2_provider.models import Application
 
 from example_project import settings as example_settings
@@ -26,8 +27,23 @@ def test_setup_demo_prepares_the_demo_login_and_the_sandbox_clients(
     demo = authenticate(username="demo", password="demo")
     assert demo is not None and demo.is_superuser
     assert Organisation.objects.get(members=demo).name == "Demo Kitchen"
-    registered = Application.objects.values_list("client_id", "redirect_uris")
+    own = Application.objects.exclude(name__startswith="Sandbox client for")
+    registered = own.values_list("client_id", "redirect_uris")
     assert set(registered) == {
         ("sandbox-apicbase-client", "http://127.0.0.1:8000/connections/apicbase/callback/"),
         ("sandbox-acme-client", "http://127.0.0.1:8000/connections/acme/callback/"),
     }
+
+    # The sandbox for another project: registered, printed, and not served (--no-serve).
+    [printed] = run.output_of("manage.py sandbox")
+    assert printed.startswith("Paste this at the end of your project's settings.py:")
+    assert '"API_URL": "http://127.0.0.1:8001/sandbox/api/v1/",' in printed
+    other = Application.objects.filter(name__startswith="Sandbox client for")
+    assert list(other.values_list("redirect_uris", flat=True)) == [
+        "http://127.0.0.1:8000/connections/apicbase/callback/"
+    ]
+    # A URL that isn't a callback: the error the page shows, and nothing registered.
+    with pytest.raises(CommandError) as refused:
+        call_command("sandbox", "http://127.0.0.1:8000/connections/", "--no-serve")
+    assert f"CommandError: {refused.value}" == run.output_of("CommandError:").strip()
+    assert Application.objects.count() == 3

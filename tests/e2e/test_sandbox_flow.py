@@ -43,6 +43,10 @@ def test_apicbase_connects_and_calls_the_api(
     assert connection.scopes == "accounts library"
     assert connection.client_id == "sandbox-apicbase-client"
     assert event_kinds(connection) == ["connected"]
+    # Named from the sandbox's accounts/me/: the card says who authorized.
+    assert connection.account == {"username": "alice"}
+    card = " ".join(browser.get(sandbox.absolute("/connections/")).text.split())
+    assert "<strong>production</strong> · alice" in card
     # What the sandbox issued is what we hold, and its lifetime is the sandbox's.
     issued = AccessToken.objects.get(token=connection.access_token)
     assert issued.application == sandbox.applications["apicbase"]

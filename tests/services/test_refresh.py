@@ -22,6 +22,7 @@ from oauth_connect.exceptions import (
 from oauth_connect.models import ClientCredentials, Connection
 from oauth_connect.providers import OAuth2Provider
 from oauth_connect.services import refresh_connection, refresh_rejected_token
+from oauth_connect.services.refresh import needs_reauth_message
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, TOKEN_URL, race, token_body
 
 pytestmark = pytest.mark.django_db
@@ -365,3 +366,24 @@ def test_forced_refresh_without_refresh_token_leaves_a_valid_token_alone(
     connection = make_connection(refresh_token="")  # valid for an hour
     assert refresh_connection(connection, force=True) is False
     assert connection.status == Connection.Status.ACTIVE
+
+
+@pytest.mark.parametrize(
+    ("last_error", "said"),
+    [
+        (
+            "the acme token endpoint refused the stored grant (invalid_grant). Someone must "
+            "reconnect.",
+            "It needs reauthorization: the acme token endpoint refused the stored grant "
+            "(invalid_grant). Someone must reconnect.",
+        ),
+        (
+            "Revoked by the operator.",
+            "It needs reauthorization: Revoked by the operator. Someone must reconnect it.",
+        ),
+        ("", "It needs reauthorization: someone must reconnect it."),
+    ],
+)
+def test_the_reauthorization_message_says_what_to_do_once(last_error: str, said: str) -> None:
+    connection = Connection(provider="apicbase", last_error=last_error)
+    assert needs_reauth_message(connection) == said

@@ -10,12 +10,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from example_project.sandbox.setup import CALLBACK_PATH, register_client_for
-from example_project.site_url import SANDBOX_ADDRPORT
+from example_project.site_url import SANDBOX_ADDRPORT, url_for
 from example_project.tenants.demo import PASSWORD, USERNAME, demo_user
 
 
@@ -48,7 +47,7 @@ class Command(BaseCommand):
         targets = [provider_for(uri) for uri in options["redirect_uris"]]
         call_command("migrate", interactive=False, verbosity=0)
         demo_user()  # who logs in at the sandbox to authorize
-        sandbox = settings.SITE_URL  # built from --addrport (example_project.site_url)
+        sandbox = url_for(options["addrport"])
         blocks = []
         for provider_id, redirect_uri in targets:
             client_id, client_secret = register_client_for(redirect_uri)
