@@ -10,8 +10,11 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
+from django.utils import timezone
+from django.utils.timesince import timeuntil
 from django.utils.translation import gettext as _
 
+from ._internal.ago import JUST_NOW, time_ago
 from .exceptions import ConfigurationError
 from .models import Connection
 
@@ -103,3 +106,21 @@ class ConnectionCard:
     @property
     def scope_list(self) -> list[str]:
         return self.connection.scopes.split()
+
+    @property
+    def refreshed_ago(self) -> str:
+        """"just now", "5 minutes ago"; "not yet" for tokens never renewed."""
+        refreshed = self.connection.last_refreshed_at
+        return time_ago(refreshed) if refreshed else _("not yet")
+
+    @property
+    def token_expiry(self) -> str:
+        """When the access token stops working, in words."""
+        expires_at = self.connection.expires_at
+        if expires_at is None:
+            return _("no expiry given")
+        if self.expired:
+            return _("expired %(ago)s") % {"ago": time_ago(expires_at)}
+        if expires_at - timezone.now() < JUST_NOW:
+            return _("expires in under a minute")
+        return _("expires in %(time)s") % {"time": timeuntil(expires_at)}

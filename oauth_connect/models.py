@@ -93,7 +93,7 @@ class Connection(models.Model):
 
     def __str__(self) -> str:
         label = f" ({self.label})" if self.label else ""
-        return f"{self.provider}{label} connection #{self.pk} of tenant {self.tenant_id}"
+        return f"{self.provider_name}{label} connection #{self.pk} of tenant {self.tenant_id}"
 
     def __repr__(self) -> str:
         return f"<Connection #{self.pk} {self.provider!r} label={self.label!r} {self.status}>"

@@ -78,6 +78,19 @@ def test_a_working_connection_shows_account_scopes_expiry_and_last_refresh(
     assert "Disconnect" in text and "Reconnect" not in text
 
 
+def test_a_moment_ago_reads_just_now_and_the_last_minute_under_a_minute(
+    logged_in_client: Client, make_connection: Any
+) -> None:
+    now = timezone.now()
+    connection = make_connection(
+        expires_at=now + timedelta(seconds=40), last_refreshed_at=now - timedelta(seconds=20)
+    )
+    text = cards(logged_in_client).sets[connection.pk]
+    assert "Access token expires in under a minute" in text
+    assert "Last refreshed just now" in text
+    assert "0 minutes" not in text
+
+
 def test_several_token_sets_are_listed_and_another_can_be_added(
     logged_in_client: Client, make_connection: Any
 ) -> None:

@@ -433,8 +433,13 @@ def test_disconnect_asks_for_confirmation_first(
 
     assert page.status_code == 200
     html = page.content.decode()
-    assert "Disconnect Apicbase?" in html and "production" in html
-    assert '<form method="post">' in html and '<button type="submit">Disconnect</button>' in html
+    text = " ".join(html.split())
+    # Which connection: its label (or "Default"), its account, its status.
+    assert "Disconnect Apicbase?" in text
+    assert "<dt>Connection</dt> <dd><strong>production</strong></dd>" in text
+    assert '<span class="oc-badge oc-badge-active">Connected</span>' in text
+    # The destructive button says what it does.
+    assert '<button type="submit" class="oc-button-danger">Disconnect Apicbase</button>' in text
     assert reload_status(connection) == Connection.Status.ACTIVE  # a GET changes nothing
 
 

@@ -18,7 +18,7 @@ from django.utils.translation import gettext_lazy as _
 
 from .. import services
 from .._internal.typing import ConnectionModelAdmin
-from ..exceptions import OAuthConnectError
+from ..exceptions import ConfigurationError, OAuthConnectError
 from ..models import Connection
 
 
@@ -48,6 +48,7 @@ class ConnectionButtons(ConnectionModelAdmin):
         extra_context = {
             **(extra_context or {}),
             "can_rotate": connection is not None and _supports_rotation(connection),
+            "can_refresh": connection is not None and _can_refresh(connection),
             "can_test": connection is not None and _can_check(connection),
             "can_act": connection is not None and self.has_change_permission(request, connection),
             # Every field is read-only: there is nothing to save, only buttons to press.
@@ -159,3 +160,14 @@ def _expiry_text(connection: Connection) -> str:
     if connection.expires_at is None:
         return str(_("never (no expiry given)"))
     return str(_("in %(when)s")) % {"when": timeuntil(connection.expires_at)}
+
+
+def _can_refresh(connection: Connection) -> bool:
+    """Whether **Refresh now** can do anything: not for a connection waiting for a person to
+    reconnect (the provider refused its grant), nor one with nothing to renew its token with."""
+    if connection.status not in (Connection.Status.ACTIVE, Connection.Status.ERROR):
+        return False
+    try:
+        return connection.get_provider().can_refresh(connection)
+    except ConfigurationError:
+        return False

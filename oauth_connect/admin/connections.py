@@ -19,7 +19,8 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from .. import services
-from ..exceptions import OAuthConnectError
+from .._internal.ago import time_ago
+from ..exceptions import ConfigurationError, OAuthConnectError
 from ..models import Connection
 from .buttons import ConnectionButtons, refresh_outcome
 from .filters import (
@@ -44,18 +45,20 @@ EVENTS_SHOWN = 50
 
 @admin.register(Connection)
 class ConnectionAdmin(ConnectionButtons):
+    # Short columns: at 1280 pixels the list fits without scrolling sideways.
     list_display = [
-        "__str__",
+        "number",
         "tenant",
-        "provider",
+        "provider_name",
         "label",
         "account_name",
         "status_badge",
         "expires_in",
-        "last_refreshed_at",
+        "refreshed",
         "short_error",
     ]
     list_filter = ["status", ProviderFilter, ExpiringSoonFilter]
+    empty_value_display = "—"  # as the columns computed here say "nothing"
     list_select_related = ["tenant"]
     # A filtered page needn't count every connection again for "N total" (a full scan).
     show_full_result_count = False
@@ -63,10 +66,10 @@ class ConnectionAdmin(ConnectionButtons):
     # Never the token fields: they are not in any form, list or detail page.
     fields = readonly_fields = (
         "tenant",
-        "provider",
+        "provider_name",
         "label",
         "status",
-        "account",
+        "account_name",
         "password_kept",
         "token_type",
         "scopes",
@@ -118,17 +121,44 @@ class ConnectionAdmin(ConnectionButtons):
             more,
         )
 
+    @admin.display(description="#", ordering="pk")
+    def number(self, obj: Connection) -> str:
+        return f"#{obj.pk}"
+
+    @admin.display(description=_("last refreshed"), ordering="last_refreshed_at")
+    def refreshed(self, obj: Connection) -> str:
+        """How long ago, in words (the exact time is on the connection's page): a date and
+        time in full would widen the list past a laptop's screen."""
+        if obj.last_refreshed_at is None:
+            return "—"
+        return format_html(
+            '<span title="{}">{}</span>',
+            date_format(localtime(obj.last_refreshed_at), "DATETIME_FORMAT"),
+            time_ago(obj.last_refreshed_at),
+        )
+
+    @admin.display(description=_("provider"), ordering="provider")
+    def provider_name(self, obj: Connection) -> str:
+        """As the Connections page spells it ("TeleTracker"), not the settings key."""
+        return obj.provider_name
+
     @admin.display(description=_("account"))
     def account_name(self, obj: Connection) -> str:
+        """The account in words ("alice @ acme"), as the provider describes it, never the
+        stored JSON."""
         return obj.account_description or "—"
 
-    @admin.display(description=_("password kept"), boolean=True)
-    def password_kept(self, obj: Connection) -> bool | None:
-        """Whether a password is kept to renew the token; None (unknown icon) for providers
-        that connect by redirect and never hold one."""
-        if not obj.account:
-            return None
-        return obj.has_stored_credentials
+    @admin.display(description=_("password kept"))
+    def password_kept(self, obj: Connection) -> str:
+        """Whether a password is kept to renew the token; providers that connect by redirect
+        never hold one."""
+        try:
+            by_redirect = obj.get_provider().uses_redirect
+        except ConfigurationError:  # no longer configured: say what is stored
+            by_redirect = False
+        if by_redirect:
+            return str(_("not used: connects by redirect"))
+        return str(_("yes") if obj.has_stored_credentials else _("no"))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Connections are made by authorizing at the provider, never typed in.
@@ -171,7 +201,8 @@ class ConnectionAdmin(ConnectionButtons):
     def status_badge(self, obj: Connection) -> str:
         colour = STATUS_COLOURS.get(obj.status, "#57606a")
         return format_html(
-            '<span style="color:#fff;background:{};padding:1px 6px;border-radius:8px">{}</span>',
+            '<span style="display:inline-block;color:#fff;background:{};padding:1px 6px;'
+            'border-radius:8px">{}</span>',
             colour,
             obj.get_status_display(),
         )
@@ -186,7 +217,12 @@ class ConnectionAdmin(ConnectionButtons):
 
     @admin.display(description=_("last error"))
     def short_error(self, obj: Connection) -> str:
-        return Truncator(obj.last_error).chars(80)
+        if not obj.last_error:
+            return "—"
+        # May break anywhere (a host:port is one long word): the column takes the width left.
+        return format_html(
+            '<span style="overflow-wrap:anywhere">{}</span>', Truncator(obj.last_error).chars(60)
+        )
 
     # What needs attention, at the top of the list -------------------------------------------------
 

@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from ..exceptions import ConfigurationError
 from ..models import IN_USE_STATUSES, Connection
 from ..providers import registry
 
@@ -57,7 +58,11 @@ class ProviderFilter(admin.SimpleListFilter):
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
         return [
-            *((provider_id, provider_id) for provider_id in registry.configured_ids()),
+            # By the name people know it by, as on the Connections page.
+            *(
+                (provider_id, _display_name(provider_id))
+                for provider_id in registry.configured_ids()
+            ),
             # Left over from a provider since removed from settings: still worth finding.
             (self.NOT_CONFIGURED, _("Not configured any more")),
         ]
@@ -68,3 +73,12 @@ class ProviderFilter(admin.SimpleListFilter):
         if self.value():
             return queryset.filter(provider=self.value())
         return queryset
+
+
+def _display_name(provider_id: str) -> str:
+    """The provider's name; its id while its settings are broken (the checks say why), so the
+    list still opens."""
+    try:
+        return registry.get(provider_id).display_name
+    except ConfigurationError:
+        return provider_id

@@ -35,8 +35,8 @@ from ..exceptions import (
 )
 from ..models import Connection
 from ..providers import registry
-from ..providers.client import ProviderClient
 from ..providers.base import TokenSet
+from ..providers.client import ProviderClient
 from ..providers.oauth2 import OAuth2Provider
 from .connect import save_grant, usable_grant
 from .credentials import require_oauth_client

@@ -25,8 +25,8 @@ CHANGELIST = "/admin/oauth_connect/connection/"
 
 @pytest.fixture
 def viewport() -> dict[str, int]:
-    # The changelist has nine columns: at 1100 pixels the status column is cut off.
-    return {"width": 1440, "height": 900}
+    # A common laptop width: the changelist's nine columns must fit it.
+    return {"width": 1280, "height": 900}
 
 
 @pytest.fixture
@@ -62,9 +62,22 @@ def admin_page(page: Page, site: Sandbox, operator: Any) -> Page:
 
 
 def row(page: Page, connection: Connection) -> Locator:
-    """The connection's row in the changelist (its first column is the connection's name)."""
+    """The connection's row in the changelist (its first column links it: "#12")."""
     return page.get_by_role("row").filter(
-        has=page.get_by_role("link", name=str(connection), exact=True)
+        has=page.get_by_role("link", name=f"#{connection.pk}", exact=True)
+    )
+
+
+def fits_sideways(page: Page, selector: str) -> bool:
+    """Whether what ``selector`` matches shows whole, without scrolling sideways."""
+    return bool(
+        page.evaluate(
+            f"""() => {{
+                const box = document.querySelector({selector!r});
+                return box.scrollWidth <= box.clientWidth
+                    && document.documentElement.scrollWidth <= window.innerWidth;
+            }}"""
+        )
     )
 
 
@@ -89,9 +102,13 @@ def test_the_operator_refreshes_and_disconnects_from_the_admin(
     # Fold the admin's app list away (it stays folded, as for an operator): room for the columns.
     page.get_by_role("button", name="Toggle navigation").click()
 
-    # Every tenant's connections, each with its status badge.
+    # Every tenant's connections, each with its status badge, and the provider as the
+    # Connections page spells it; nothing to scroll sideways for.
     for connection in connections.values():
         expect(row(page, connection)).to_have_count(1)
+    expect(row(page, connections["teletracker"])).to_contain_text("TeleTracker")
+    expect(row(page, connections["acme"])).to_contain_text("Acme (generic OAuth2)")
+    assert fits_sideways(page, "#changelist .results")
     expect(row(page, apicbase)).to_contain_text("Alice's Kitchen")
     expect(row(page, apicbase).get_by_text("Active", exact=True)).to_be_visible()
     expect(row(page, connections["custobar"]).get_by_text("Active", exact=True)).to_be_visible()
@@ -111,7 +128,7 @@ def test_the_operator_refreshes_and_disconnects_from_the_admin(
     assert refreshed.refresh_token == site.newest_refresh_token("apicbase").token
 
     # The connection's own page: its fields and event log, never its tokens.
-    row(page, apicbase).get_by_role("link", name=str(apicbase), exact=True).click()
+    row(page, apicbase).get_by_role("link", name=f"#{apicbase.pk}", exact=True).click()
     expect(page.get_by_role("heading", name=str(apicbase))).to_be_visible()
     events = page.get_by_role("table").filter(has_text="Refreshed")
     expect(events).to_contain_text("Connected")
@@ -151,8 +168,19 @@ def test_the_operator_sees_what_needs_attention_and_uses_the_connection_buttons(
     expect(row(page, acme)).to_have_count(1)
     expect(page.locator("#result_list tbody tr")).to_have_count(1)
 
-    # Its page: the last error in full, and the buttons.
+    # Its page: no Refresh now (only a person can bring it back), but Disconnect.
+    page.goto(CHANGELIST + f"{acme.pk}/change/")
+    expect(page.get_by_role("link", name="Disconnect", exact=True)).to_be_visible()
+    expect(page.get_by_role("button", name="Refresh now")).to_have_count(0)
+
+    # A working connection's page: the buttons, in line with the admin's own History link.
     page.goto(CHANGELIST + f"{connections['apicbase'].pk}/change/")
+    history = page.get_by_role("link", name="History").bounding_box()
+    assert history is not None
+    for name in ("Refresh now", "Test connection"):
+        button = page.get_by_role("button", name=name).bounding_box()
+        assert button is not None
+        assert (button["y"], button["height"]) == (history["y"], history["height"]), name
     mark = site.mark("apicbase")
     page.get_by_role("button", name="Test connection").click()
     expect(

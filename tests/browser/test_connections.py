@@ -171,7 +171,7 @@ def test_apicbase_connects_through_the_consent_screen(
 
 
 def test_disconnect_asks_first_and_can_be_done_with_the_keyboard(
-    member: Page, site: Sandbox, organisation: Any
+    member: Page, site: Sandbox, organisation: Any, screenshot: Callable[[Page, str], Any]
 ) -> None:
     page = member
     connect_by_consent(page, "Apicbase", label="production")
@@ -180,6 +180,8 @@ def test_disconnect_asks_first_and_can_be_done_with_the_keyboard(
     # Cancel first: nothing happens.
     card(page, "Apicbase").get_by_role("link", name="Disconnect").click()
     expect(page.get_by_role("heading", name="Disconnect Apicbase?")).to_be_visible()
+    expect(page.locator(".oc-facts")).to_contain_text("production")
+    screenshot(page, "disconnect")
     page.get_by_role("link", name="Cancel").click()
     expect(card(page, "Apicbase").get_by_text(CONNECTED)).to_be_visible()
 
@@ -187,7 +189,7 @@ def test_disconnect_asks_first_and_can_be_done_with_the_keyboard(
     # the confirmation button, Enter.
     tab_to(page, card(page, "Apicbase").get_by_role("link", name="Disconnect"))
     page.keyboard.press("Enter")
-    tab_to(page, page.get_by_role("button", name="Disconnect"))
+    tab_to(page, page.get_by_role("button", name="Disconnect Apicbase"))
     page.keyboard.press("Enter")
 
     expect(messages(page)).to_contain_text("Apicbase is disconnected.")
@@ -228,7 +230,7 @@ def test_an_expired_token_is_refreshed_and_the_card_shows_it(
     page.reload()
     expect(apicbase).to_contain_text(EXPIRES_IN_AN_HOUR, use_inner_text=True)
     expect(apicbase).to_contain_text(
-        re.compile(r"Last refreshed\s+0\sminutes ago"), use_inner_text=True
+        re.compile(r"Last refreshed\s+just now"), use_inner_text=True
     )
     expect(apicbase.get_by_text(CONNECTED)).to_be_visible()
 
@@ -299,11 +301,16 @@ def test_custobar_and_teletracker_connect_through_their_forms(
     ids=["custobar", "teletracker"],
 )
 def test_a_wrong_password_shows_the_forms_error(
-    member: Page, site: Sandbox, provider_name: str, submit: Callable[..., None]
+    member: Page,
+    site: Sandbox,
+    provider_name: str,
+    submit: Callable[..., None],
+    screenshot: Callable[[Page, str], Any],
 ) -> None:
     page = member
 
     submit(page, password="wrong-pw-5x1")
+    screenshot(page, f"{provider_name.lower()}-refused")
 
     expect(page).to_have_url(re.compile(r"/connect/$"))
     expect(
@@ -347,3 +354,23 @@ def test_the_connections_page_with_every_kind_of_connection(
     expect(acme_card.get_by_text(NEEDS_RECONNECT)).to_be_visible()
     expect(acme_card.get_by_role("button", name="Reconnect")).to_be_visible()
     screenshot(page, "connections")
+
+
+def test_a_missing_field_is_marked_beside_it(
+    member: Page, site: Sandbox, screenshot: Callable[[Page, str], Any]
+) -> None:
+    page = member
+    open_credentials_form(page, "Custobar")
+    field(page, "Company domain or base URL").fill(CUSTOBAR_COMPANY)
+    field(page, "Password").fill(PASSWORD)
+    page.get_by_role("button", name="Connect Custobar").click()
+
+    username = field(page, "Username")
+    error = page.locator(".oc-field-invalid .oc-field-errors")
+    expect(error).to_have_text("This field is required.")
+    # Right under the field it is about, inside the field's own block.
+    field_box, error_box = username.bounding_box(), error.bounding_box()
+    assert field_box is not None and error_box is not None
+    assert 0 <= error_box["y"] - (field_box["y"] + field_box["height"]) < 16
+    screenshot(page, "custobar-missing-field")
+    assert not Connection.objects.exists()
