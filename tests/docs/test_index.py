@@ -26,7 +26,9 @@ def test_the_index_links_to_every_page() -> None:
     assert sorted(set(pages()) - {"index.md"} - linked) == []
 
 
-@pytest.mark.parametrize("page", ["index.md", "quickstart.md", "configuration.md", "upgrading.md"])
+@pytest.mark.parametrize(
+    "page", ["index.md", "quickstart.md", "choosing.md", "configuration.md", "upgrading.md"]
+)
 def test_every_anchor_lands_on_a_heading(page: str) -> None:
     for target, anchor in LINK.findall((DOCS / page).read_text()):
         if anchor:
