@@ -301,16 +301,11 @@ def test_custobar_and_teletracker_connect_through_their_forms(
     ids=["custobar", "teletracker"],
 )
 def test_a_wrong_password_shows_the_forms_error(
-    member: Page,
-    site: Sandbox,
-    provider_name: str,
-    submit: Callable[..., None],
-    screenshot: Callable[[Page, str], Any],
+    member: Page, site: Sandbox, provider_name: str, submit: Callable[..., None]
 ) -> None:
     page = member
 
     submit(page, password="wrong-pw-5x1")
-    screenshot(page, f"{provider_name.lower()}-refused")
 
     expect(page).to_have_url(re.compile(r"/connect/$"))
     expect(
