@@ -14,7 +14,7 @@ from pathlib import Path
 
 import environ
 
-from example_project.site_url import binds_every_interface, site_url
+from example_project.site_url import binds_every_interface, site_host, site_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -32,7 +32,7 @@ ALLOWED_HOSTS = env.list(
         "localhost",
         "[::1]",
         "testserver",
-        SITE_URL.split("://", 1)[1].rsplit(":", 1)[0],
+        site_host(SITE_URL),
         # `runserver 0.0.0.0:8000` asks to be reached from elsewhere, under any name.
         *(["*"] if binds_every_interface(sys.argv) else []),
     ],
@@ -180,6 +180,8 @@ OAUTH2_PROVIDER = {
     # Like Apicbase: every refresh rotates the refresh token and the old one is dead.
     "ROTATE_REFRESH_TOKEN": True,
     "PKCE_REQUIRED": True,
+    # Also accepts the project's own callback on whatever port runserver was given.
+    "OAUTH2_VALIDATOR_CLASS": "example_project.sandbox.validator.SandboxValidator",
 }
 # The fake TeleTracker's token lifetime (the real one is an hour); lower it to watch refreshes.
 SANDBOX_TELETRACKER_TOKEN_SECONDS = env.int("SANDBOX_TELETRACKER_TOKEN_SECONDS", default=3600)

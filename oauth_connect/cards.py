@@ -68,7 +68,7 @@ class ConnectionCard:
             if self.uses_redirect:
                 return _(
                     "%(name)s no longer accepts the access you gave: it may have been withdrawn "
-                    "at %(name)s, or it expired. Reconnect to give access again."
+                    "there, or it expired. Reconnect to give access again."
                 ) % {"name": name}
             return _(
                 "%(name)s no longer accepts the stored login: the password may have changed, or "
@@ -76,8 +76,8 @@ class ConnectionCard:
             ) % {"name": name}
         if self.connection.status == Status.ERROR:
             reason = _(
-                "Renewing access to %(name)s failed at the last attempt (%(name)s could not be "
-                "reached or answered unexpectedly). It is retried automatically."
+                "Renewing access to %(name)s failed at the last attempt (it could not be reached, "
+                "or answered unexpectedly). It is retried automatically."
             ) % {"name": name}
             if self.expired:
                 reason += " " + _("If it keeps failing, reconnect.")

@@ -118,6 +118,7 @@ def test_reauthorization_says_why_in_plain_words_and_offers_reconnect(
     text = cards(logged_in_client).sets[connection.pk]
     assert "Needs reconnecting" in text
     assert "Apicbase no longer accepts the access you gave" in text
+    assert text.count("Apicbase") == 1  # the provider named once: the card is under its name
     assert "Reconnect" in text
     assert "Access token" not in text  # a refused token's expiry means nothing
     assert "invalid_grant" not in text and "api.apicbase.test" not in text  # operators' detail

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import re
 import secrets
-from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.http import HttpRequest
 from oauth2_provider.models import Application
 
 # The path oauth_connect's callback has (oauth_connect.urls), wherever a project includes it.
@@ -41,7 +39,12 @@ def own_sandbox_clients() -> dict[str, dict[str, str]]:
 
 
 def register_client(
-    name: str, client_id: str, client_secret: str, redirect_uri: str
+    name: str,
+    client_id: str,
+    client_secret: str,
+    redirect_uri: str,
+    *,
+    hash_client_secret: bool = True,
 ) -> Application:
     """Create or update one confidential authorization-code client at the sandbox."""
     application, _ = Application.objects.update_or_create(
@@ -49,6 +52,7 @@ def register_client(
         defaults={
             "name": name,
             "client_secret": client_secret,
+            "hash_client_secret": hash_client_secret,
             "client_type": Application.CLIENT_CONFIDENTIAL,
             "authorization_grant_type": Application.GRANT_AUTHORIZATION_CODE,
             "redirect_uris": redirect_uri,
@@ -59,37 +63,14 @@ def register_client(
 
 
 def register_client_for(redirect_uri: str) -> tuple[str, str]:
-    """A client for another project, redirecting to ``redirect_uri``: its id and secret. The
-    same redirect URI keeps its client (and gets a new secret) when asked again, so settings
-    pasted earlier only need the new secret."""
+    """A client for another project, redirecting to ``redirect_uri``: its id and secret. Asked
+    again (the sandbox restarted), the same redirect URI gets the same client and secret, so
+    the settings pasted into that project keep working. The secret is kept readable for that:
+    it guards nothing but this sandbox."""
     name = f"Sandbox client for {redirect_uri}"
-    existing = Application.objects.filter(name=name).first()
-    client_id = existing.client_id if existing else f"sandbox-{secrets.token_hex(8)}"
-    client_secret = secrets.token_urlsafe(24)
-    register_client(name, client_id, client_secret, redirect_uri)
+    existing = Application.objects.filter(name=name, hash_client_secret=False).first()
+    if existing is not None:
+        return existing.client_id, existing.client_secret
+    client_id, client_secret = f"sandbox-{secrets.token_hex(8)}", secrets.token_urlsafe(24)
+    register_client(name, client_id, client_secret, redirect_uri, hash_client_secret=False)
     return client_id, client_secret
-
-
-def allow_own_callback(request: HttpRequest) -> None:
-    """Before an authorization request is checked: if it comes from one of the example
-    project's own clients and asks to return to the site serving this sandbox, register that
-    callback. ``setup_demo`` registered the callback of the host and port it was told of; this
-    lets the project run on any other without setting anything up again. Another site's
-    redirect URI still has to be registered (``manage.py sandbox``)."""
-    client_id = request.GET.get("client_id", "")
-    redirect_uri = request.GET.get("redirect_uri", "")
-    target = urlsplit(redirect_uri)
-    match = CALLBACK_PATH.match(target.path)
-    if (
-        match is None
-        or target.query
-        or f"{target.scheme}://{target.netloc}" != f"{request.scheme}://{request.get_host()}"
-    ):
-        return
-    options = own_sandbox_clients().get(match["provider"])
-    if options is None or options["CLIENT_ID"] != client_id:
-        return
-    application = Application.objects.filter(client_id=client_id).first()
-    if application is not None and redirect_uri not in application.redirect_uris.split():
-        application.redirect_uris = f"{application.redirect_uris} {redirect_uri}".strip()
-        application.save(update_fields=["redirect_uris"])

@@ -22,8 +22,6 @@ teletracker_urls = [
 ]
 
 urlpatterns = [
-    # Before django-oauth-toolkit's own, which it replaces (see views.AuthorizationView).
-    path("o/authorize/", views.AuthorizationView.as_view(), name="sandbox-authorize"),
     path("o/", include("oauth2_provider.urls", namespace="oauth2_provider")),
     path("api/v1/accounts/me/", views.me, name="sandbox-me"),
     path("api/v1/library/recipes/", views.recipes, name="sandbox-recipes"),

@@ -1,12 +1,7 @@
 """A small API protected by the sandbox's OAuth2 tokens, shaped loosely like Apicbase's."""
 
-from typing import Any
-
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from oauth2_provider import views as oauth2_views
+from django.http import HttpRequest, JsonResponse
 from oauth2_provider.decorators import protected_resource
-
-from .setup import allow_own_callback
 
 RECIPES = [
     {"id": 1, "name": "Tomato soup"},
@@ -26,12 +21,3 @@ def me(request: HttpRequest) -> JsonResponse:
 @protected_resource(scopes=["library"], advertise_metadata=True)
 def recipes(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"results": RECIPES})
-
-
-class AuthorizationView(oauth2_views.AuthorizationView):
-    """django-oauth-toolkit's consent page, which also accepts the example project's own
-    callback on whatever host and port it is served (``setup.allow_own_callback``)."""
-
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        allow_own_callback(request)
-        return super().dispatch(request, *args, **kwargs)

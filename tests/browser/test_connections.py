@@ -229,9 +229,7 @@ def test_an_expired_token_is_refreshed_and_the_card_shows_it(
     assert site.issued_since("apicbase", mark) == 1
     page.reload()
     expect(apicbase).to_contain_text(EXPIRES_IN_AN_HOUR, use_inner_text=True)
-    expect(apicbase).to_contain_text(
-        re.compile(r"Last refreshed\s+just now"), use_inner_text=True
-    )
+    expect(apicbase).to_contain_text(re.compile(r"Last refreshed\s+just now"), use_inner_text=True)
     expect(apicbase.get_by_text(CONNECTED)).to_be_visible()
 
 

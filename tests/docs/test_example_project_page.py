@@ -38,6 +38,7 @@ def test_setup_demo_prepares_the_demo_login_and_the_sandbox_clients(
     [printed] = run.output_of("manage.py sandbox")
     assert printed.startswith("Paste this at the end of your project's settings.py:")
     assert '"API_URL": "http://127.0.0.1:8001/sandbox/api/v1/",' in printed
+    assert '"BASE_URL": "http://127.0.0.1:8001/sandbox/custobar/{company}/",' in printed
     other = Application.objects.filter(name__startswith="Sandbox client for")
     assert list(other.values_list("redirect_uris", flat=True)) == [
         "http://127.0.0.1:8000/connections/apicbase/callback/"

@@ -10,7 +10,6 @@ from urllib.parse import urlencode
 import pytest
 import requests
 from django.contrib.auth import authenticate
-from django.contrib.auth.hashers import check_password
 from django.core.management import CommandError, call_command
 from oauth2_provider.models import Application
 
@@ -42,6 +41,12 @@ CALLBACK = "http://127.0.0.1:8000/connections/apicbase/callback/"
         (["manage.py", "sandbox", "--addrport=localhost:8006", CALLBACK], "http://localhost:8006"),
         (["manage.py", "migrate"], "http://127.0.0.1:8000"),
         (["gunicorn", "example_project.wsgi"], "http://127.0.0.1:8000"),
+        # Options' values are not the address; other commands that mention one are not it.
+        (["manage.py", "runserver", "-v", "2"], "http://127.0.0.1:8000"),
+        (["manage.py", "runserver", "--settings", "x.y", "9000"], "http://127.0.0.1:9000"),
+        (["manage.py", "runserver", "--verbosity=2", "9001"], "http://127.0.0.1:9001"),
+        (["manage.py", "test", "sandbox"], "http://127.0.0.1:8000"),
+        (["pytest", "-k", "sandbox"], "http://127.0.0.1:8000"),
     ],
 )
 def test_the_site_url_is_where_runserver_was_told_to_listen(argv: list[str], expected: str) -> None:
@@ -67,50 +72,91 @@ def test_a_browser_on_this_machine_reaches_a_server_on_every_interface_on_loopba
 
 
 def test_the_example_project_connects_on_a_port_setup_demo_was_not_told_of(
-    sandbox: Sandbox, browser: requests.Session, organisation: Any
+    sandbox: Sandbox, browser: requests.Session, organisation: Any, settings: Any
 ) -> None:
-    # setup_demo ran for runserver's default port; the project now runs on the live server's.
+    # setup_demo ran for runserver's default port; runserver was then given the live
+    # server's port (SITE_URL follows it).
     register_sandbox_clients("http://127.0.0.1:8000")
+    settings.SITE_URL = sandbox.url
     application = Application.objects.get(client_id=CLIENTS["apicbase"][0])
-    assert sandbox.absolute("/") not in application.redirect_uris
 
     page = sandbox.connect(browser, "apicbase")
 
     assert "Apicbase is connected." in page.text
     assert Connection.objects.get(tenant=organisation).status == Connection.Status.ACTIVE
+    # Accepted for the request, never saved: the registration is what setup_demo made.
     application.refresh_from_db()
-    assert application.redirect_uris.split() == [
-        "http://127.0.0.1:8000/connections/apicbase/callback/",
-        sandbox.absolute("/connections/apicbase/callback/"),
-    ]
+    assert application.redirect_uris == "http://127.0.0.1:8000/connections/apicbase/callback/"
 
 
-@pytest.mark.parametrize(
-    "redirect_uri",
-    [
-        "http://elsewhere.example/connections/apicbase/callback/",  # another site
-        "{site}/connections/apicbase/callback/?next=/admin/",  # a query of its own
-        "{site}/connections/apicbase/elsewhere/",  # not a callback
-        "{site}/connections/acme/callback/",  # another provider's client
-    ],
-)
-def test_only_the_serving_sites_own_callback_for_that_client_is_accepted(
-    sandbox: Sandbox, browser: requests.Session, redirect_uri: str
-) -> None:
-    register_sandbox_clients("http://127.0.0.1:8000")
-    before = Application.objects.get(client_id=CLIENTS["apicbase"][0]).redirect_uris
+def authorize(
+    browser: requests.Session, sandbox: Sandbox, client_id: str, redirect_uri: str
+) -> str:
     query = {
-        "client_id": CLIENTS["apicbase"][0],
-        "redirect_uri": redirect_uri.format(site=sandbox.url),
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
         "response_type": "code",
         "scope": "accounts",
         "code_challenge": "x" * 43,
         "code_challenge_method": "S256",
         "state": "s",
     }
-    page = browser.get(sandbox.absolute("/sandbox/o/authorize/?" + urlencode(query)))
-    assert 'name="allow"' not in page.text  # no consent: django-oauth-toolkit refuses
-    assert Application.objects.get(client_id=CLIENTS["apicbase"][0]).redirect_uris == before
+    return browser.get(sandbox.absolute("/sandbox/o/authorize/?" + urlencode(query))).text
+
+
+@pytest.mark.parametrize(
+    "redirect_uri",
+    [
+        "http://elsewhere.example:{port}/connections/apicbase/callback/",  # another host
+        "http://localhost:{other}/connections/apicbase/callback/",  # another port
+        "https://localhost:{port}/connections/apicbase/callback/",  # another scheme
+        "http://localhost:{port}/connections/apicbase/callback/?next=/admin/",  # a query
+        "http://localhost:{port}/connections/apicbase/callback/#x",  # a fragment
+        "http://localhost:{port}/connections/apicbase/elsewhere/",  # not the callback
+        "http://localhost:{port}/other/apicbase/callback/",  # not where the callback is
+        "http://localhost:{port}/connections/acme/callback/",  # another client's callback
+        "http://evil.example@localhost:{port}/connections/apicbase/callback/",  # user info
+        "http://localhost:{port}\\@evil.example/connections/apicbase/callback/",
+        "http://localhost:{port}/connections/apicbase/callback/../../x/",
+    ],
+)
+def test_only_the_served_sites_own_callback_for_that_client_is_accepted(
+    sandbox: Sandbox, browser: requests.Session, settings: Any, redirect_uri: str
+) -> None:
+    register_sandbox_clients("http://127.0.0.1:8000")
+    settings.SITE_URL = sandbox.url
+    port = sandbox.url.rsplit(":", 1)[1]
+    uri = redirect_uri.format(port=port, other=int(port) + 1)
+
+    page = authorize(browser, sandbox, CLIENTS["apicbase"][0], uri)
+
+    assert 'name="allow"' not in page  # no consent: django-oauth-toolkit refuses
+    application = Application.objects.get(client_id=CLIENTS["apicbase"][0])
+    assert application.redirect_uris == "http://127.0.0.1:8000/connections/apicbase/callback/"
+
+
+def test_a_forged_host_header_is_not_where_the_sandbox_thinks_it_is(
+    sandbox: Sandbox, browser: requests.Session, settings: Any
+) -> None:
+    # runserver 0.0.0.0 allows any Host: the callback must match where it was told to listen,
+    # not what the request claims.
+    settings.ALLOWED_HOSTS = ["*"]
+    settings.SITE_URL = sandbox.url
+    register_sandbox_clients("http://127.0.0.1:8000")
+    forged = "http://evil.example/connections/apicbase/callback/"
+    query = urlencode(
+        {
+            "client_id": CLIENTS["apicbase"][0],
+            "redirect_uri": forged,
+            "response_type": "code",
+            "code_challenge": "x" * 43,
+            "code_challenge_method": "S256",
+        }
+    )
+    page = browser.get(
+        sandbox.absolute("/sandbox/o/authorize/?" + query), headers={"Host": "evil.example"}
+    )
+    assert 'name="allow"' not in page.text
 
 
 # manage.py sandbox ------------------------------------------------------------------------------
@@ -144,18 +190,45 @@ def test_the_sandbox_command_registers_a_projects_callback_and_prints_its_settin
     assert application.redirect_uris == CALLBACK
     assert application.client_type == Application.CLIENT_CONFIDENTIAL
     assert application.authorization_grant_type == Application.GRANT_AUTHORIZATION_CODE
-    # The secret printed is the one the sandbox checks (it keeps a hash of it).
-    assert check_password(apicbase["CLIENT_SECRET"], application.client_secret)
+    # The secret printed is the one the sandbox checks.
+    assert application.client_secret == apicbase["CLIENT_SECRET"]
     # The login the reader authorizes with exists.
     assert authenticate(username="demo", password="demo") is not None
 
 
-def test_asking_again_keeps_the_client_and_gives_it_a_new_secret() -> None:
+def test_restarting_the_sandbox_prints_the_same_settings() -> None:
+    # What the reader pasted yesterday still works today.
     first = printed_settings(sandbox_command(CALLBACK))["apicbase"]
     second = printed_settings(sandbox_command(CALLBACK))["apicbase"]
-    assert second["CLIENT_ID"] == first["CLIENT_ID"]
-    assert second["CLIENT_SECRET"] != first["CLIENT_SECRET"]
+    assert second == first
     assert Application.objects.filter(client_id=first["CLIENT_ID"]).count() == 1
+
+
+def test_custobar_and_teletracker_need_no_registration_only_their_urls() -> None:
+    output = sandbox_command("custobar", "teletracker", "--addrport", "8012")
+    providers = printed_settings(output)
+    assert providers == {
+        "custobar": {"BASE_URL": "http://127.0.0.1:8012/sandbox/custobar/{company}/"},
+        "teletracker": {
+            "API_URL": "http://127.0.0.1:8012/sandbox/teletracker/",
+            "LOGIN_URL": "http://127.0.0.1:8012/sandbox/teletracker/auth/login",
+            "REFRESH_URL": "http://127.0.0.1:8012/sandbox/teletracker/auth/refresh",
+        },
+    }
+    assert "Custobar and TeleTracker: log in as demo / demo (Custobar's company: demo)." in output
+    assert not Application.objects.filter(name__startswith="Sandbox client for").exists()
+
+
+def test_a_credential_providers_callback_url_is_refused_with_what_to_give_instead() -> None:
+    with pytest.raises(CommandError, match="give custobar instead of a callback URL"):
+        sandbox_command("http://127.0.0.1:8000/connections/custobar/callback/")
+
+
+@pytest.mark.parametrize("addrport", ["8001\n", "host name:8001", "'x':1", "http://a:1"])
+def test_an_address_runserver_would_not_take_is_refused_first(addrport: str) -> None:
+    with pytest.raises(CommandError, match="is not a port or an address and a port"):
+        sandbox_command(CALLBACK, "--addrport", addrport)
+    assert not Application.objects.exists()
 
 
 def test_several_callbacks_get_a_client_and_a_block_each() -> None:
@@ -173,6 +246,8 @@ def test_several_callbacks_get_a_client_and_a_block_each() -> None:
         "ftp://127.0.0.1/connections/apicbase/callback/",
         "http://127.0.0.1:8000/connections/apicbase/",  # not the callback
         "http://127.0.0.1:8000/connections/apicbase/callback/?x=1",
+        'http://127.0.0.1:8000/connections/apicbase/callback/"+__import__("os")+"/',
+        'http://127.0.0.1:8000/connections/ap"icbase/callback/',
     ],
 )
 def test_anything_but_a_callback_url_is_refused_and_registers_nothing(redirect_uri: str) -> None:

@@ -1,12 +1,16 @@
-"""``manage.py sandbox REDIRECT_URI``: the sandbox, for a project of your own.
+"""``manage.py sandbox REDIRECT_URI|custobar|teletracker ...``: the sandbox, for a project of
+your own.
 
-Registers an OAuth client at the sandbox authorization server for your project's callback,
-prints the provider settings to paste into your project, and serves the sandbox (by default at
+For each OAuth callback URL it registers an OAuth client at the sandbox authorization server;
+Custobar and TeleTracker (a username and password, no redirect) need nothing registered. It
+prints the provider settings to paste into your project, then serves the sandbox (by default at
 http://127.0.0.1:8001, beside a project on runserver's 8000) until interrupted.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,20 +21,34 @@ from example_project.sandbox.setup import CALLBACK_PATH, register_client_for
 from example_project.site_url import SANDBOX_ADDRPORT, url_for
 from example_project.tenants.demo import PASSWORD, USERNAME, demo_user
 
+# What runserver takes: PORT, or ADDRESS:PORT (an IPv6 address in brackets).
+ADDRPORT = re.compile(r"(?:(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):)?[0-9]{1,5}")
+# The sandbox's fakes of the providers that take a username and password: their settings,
+# given the sandbox's URL.
+CREDENTIAL_PROVIDERS = {
+    "custobar": {"BASE_URL": "{sandbox}/sandbox/custobar/{{company}}/"},
+    "teletracker": {
+        "API_URL": "{sandbox}/sandbox/teletracker/",
+        "LOGIN_URL": "{sandbox}/sandbox/teletracker/auth/login",
+        "REFRESH_URL": "{sandbox}/sandbox/teletracker/auth/refresh",
+    },
+}
+
 
 class Command(BaseCommand):
     help = (
-        "Register your project's OAuth callback at the sandbox, print the settings to paste "
+        "Register your project's OAuth callbacks at the sandbox, print the settings to paste "
         "into your project, and serve the sandbox."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "redirect_uris",
+            "targets",
             nargs="+",
-            metavar="REDIRECT_URI",
-            help="Your project's callback, e.g. "
-            "http://127.0.0.1:8000/connections/apicbase/callback/ (one per provider).",
+            metavar="REDIRECT_URI|custobar|teletracker",
+            help="Your project's OAuth callback, e.g. "
+            "http://127.0.0.1:8000/connections/apicbase/callback/ (one per OAuth provider), "
+            "or custobar, teletracker for the sandbox's fakes of those.",
         )
         parser.add_argument(
             "--addrport",
@@ -44,45 +62,91 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        targets = [provider_for(uri) for uri in options["redirect_uris"]]
-        call_command("migrate", interactive=False, verbosity=0)
-        demo_user()  # who logs in at the sandbox to authorize
+        if not ADDRPORT.fullmatch(options["addrport"]):
+            raise CommandError(
+                f"--addrport {options['addrport']!r} is not a port or an address and a port, "
+                f"such as {SANDBOX_ADDRPORT}."
+            )
         sandbox = url_for(options["addrport"])
+        callbacks = [callback_of(target) for target in options["targets"]]  # checked first
+        call_command("migrate", interactive=False, verbosity=0)
+        demo_user()  # who logs in at the sandbox
         blocks = []
-        for provider_id, redirect_uri in targets:
+        for target, callback in zip(options["targets"], callbacks, strict=True):
+            if callback is None:
+                urls = {
+                    k: v.format(sandbox=sandbox) for k, v in CREDENTIAL_PROVIDERS[target].items()
+                }
+                blocks.append(settings_block(target, sandbox, urls))
+                continue
+            provider_id, redirect_uri = callback
             client_id, client_secret = register_client_for(redirect_uri)
-            blocks.append(settings_block(provider_id, sandbox, client_id, client_secret))
+            blocks.append(
+                settings_block(
+                    provider_id,
+                    sandbox,
+                    {
+                        "AUTHORIZE_URL": f"{sandbox}/sandbox/o/authorize/",
+                        "TOKEN_URL": f"{sandbox}/sandbox/o/token/",
+                        "REVOKE_URL": f"{sandbox}/sandbox/o/revoke_token/",
+                        "API_URL": f"{sandbox}/sandbox/api/v1/",
+                        "SCOPES": ["accounts", "library"],
+                        "CLIENT_ID": client_id,
+                        "CLIENT_SECRET": client_secret,
+                    },
+                )
+            )
         self.stdout.write("Paste this at the end of your project's settings.py:\n\n")
         self.stdout.write("\n".join(blocks))
         self.stdout.write(f"\nThe sandbox's own login, to authorize at: {USERNAME} / {PASSWORD}.\n")
+        if any(callback is None for callback in callbacks):
+            self.stdout.write(
+                f"Custobar and TeleTracker: log in as {USERNAME} / {PASSWORD} (Custobar's "
+                "company: demo).\n"
+            )
         self.stdout.flush()  # before serving: to a pipe or a file, it would wait in a buffer
         if not options["no_serve"]:
             call_command("runserver", options["addrport"], use_reloader=False)
 
 
-def provider_for(redirect_uri: str) -> tuple[str, str]:
-    """The provider id a callback URL is for, and the URL; a clear error for anything else."""
-    parts = urlsplit(redirect_uri)
+def callback_of(target: str) -> tuple[str, str] | None:
+    """For a callback URL, its provider id and the URL; None for a credential provider's id.
+    A clear error for anything else, before anything is registered."""
+    if target in CREDENTIAL_PROVIDERS:
+        return None
+    parts = urlsplit(target)
     match = CALLBACK_PATH.match(parts.path)
-    if parts.scheme not in ("http", "https") or not parts.netloc or match is None or parts.query:
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.netloc
+        or match is None
+        or parts.query
+        or parts.fragment
+        or any(c in target for c in "\"'\\ \t\r\n")
+    ):
         raise CommandError(
-            f"{redirect_uri!r} is not an oauth_connect callback URL. Give the full URL of your "
+            f"{target!r} is not an oauth_connect callback URL. Give the full URL of your "
             "project's callback, such as http://127.0.0.1:8000/connections/apicbase/callback/ "
-            "(where your urls.py includes oauth_connect.urls, then the provider id)."
+            "(where your urls.py includes oauth_connect.urls, then the provider id), or "
+            "custobar or teletracker."
         )
-    return match["provider"], redirect_uri
+    if match["provider"] in CREDENTIAL_PROVIDERS:
+        raise CommandError(
+            f"{match['provider']} connects with a username and password, not by redirect: "
+            f"give {match['provider']} instead of a callback URL."
+        )
+    return match["provider"], target
 
 
-def settings_block(provider_id: str, sandbox: str, client_id: str, client_secret: str) -> str:
+def settings_block(provider_id: str, sandbox: str, values: dict[str, Any]) -> str:
+    """Python to paste: the provider's entry in ``OAUTH_CONNECT["PROVIDERS"]``."""
+    # JSON's strings and lists are Python literals too: whatever a value holds, the block
+    # stays valid Python, and nothing in it runs.
+    lines = "".join(
+        f"    {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)},\n"
+        for key, value in values.items()
+    )
     return (
         f"# The sandbox at {sandbox} plays this provider (printed by `manage.py sandbox`).\n"
-        f'OAUTH_CONNECT["PROVIDERS"]["{provider_id}"] = {{\n'
-        f'    "AUTHORIZE_URL": "{sandbox}/sandbox/o/authorize/",\n'
-        f'    "TOKEN_URL": "{sandbox}/sandbox/o/token/",\n'
-        f'    "REVOKE_URL": "{sandbox}/sandbox/o/revoke_token/",\n'
-        f'    "API_URL": "{sandbox}/sandbox/api/v1/",\n'
-        f'    "SCOPES": ["accounts", "library"],\n'
-        f'    "CLIENT_ID": "{client_id}",\n'
-        f'    "CLIENT_SECRET": "{client_secret}",\n'
-        "}\n"
+        f'OAUTH_CONNECT["PROVIDERS"][{json.dumps(provider_id)}] = {{\n{lines}}}\n'
     )
