@@ -10,11 +10,9 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
-from django.utils import timezone
-from django.utils.timesince import timeuntil
 from django.utils.translation import gettext as _
 
-from ._internal.ago import JUST_NOW, time_ago
+from ._internal.ago import time_ago, time_until
 from .exceptions import ConfigurationError
 from .models import Connection
 
@@ -109,7 +107,7 @@ class ConnectionCard:
 
     @property
     def refreshed_ago(self) -> str:
-        """"just now", "5 minutes ago"; "not yet" for tokens never renewed."""
+        """ "just now", "5 minutes ago"; "not yet" for tokens never renewed."""
         refreshed = self.connection.last_refreshed_at
         return time_ago(refreshed) if refreshed else _("not yet")
 
@@ -121,6 +119,4 @@ class ConnectionCard:
             return _("no expiry given")
         if self.expired:
             return _("expired %(ago)s") % {"ago": time_ago(expires_at)}
-        if expires_at - timezone.now() < JUST_NOW:
-            return _("expires in under a minute")
-        return _("expires in %(time)s") % {"time": timeuntil(expires_at)}
+        return _("expires in %(time)s") % {"time": time_until(expires_at)}

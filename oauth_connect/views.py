@@ -42,10 +42,10 @@ from .tenants import resolve_tenant
 Status = Connection.Status
 
 
-def _admin_url() -> str:
-    """The admin's index, if the project has Django's admin at the usual name."""
+def _connections_in_admin() -> str:
+    """The admin's list of connections, if the project has Django's admin at the usual name."""
     try:
-        return reverse("admin:index")
+        return reverse("admin:oauth_connect_connection_changelist")
     except NoReverseMatch:
         return ""
 
@@ -82,10 +82,12 @@ class TenantViewMixin:
         "View site", a new member not yet added): 403, with a page that says why and what to
         do, not Django's bare "Forbidden"."""
         tenant_model = apps.get_model(conf.tenant_model_label())
+        can_view = request.user.is_staff and request.user.has_perm("oauth_connect.view_connection")
         context = {
             "oauth_connect_base_template": conf.get("BASE_TEMPLATE"),
+            "username": request.user.get_username(),
             "tenant_name": tenant_model._meta.verbose_name,
-            "admin_url": _admin_url() if request.user.is_staff else "",
+            "admin_url": _connections_in_admin() if can_view else "",
         }
         return TemplateResponse(request, "oauth_connect/no_tenant.html", context, status=403)
 

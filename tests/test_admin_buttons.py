@@ -83,6 +83,45 @@ def test_the_connection_page_offers_its_buttons(admin_client: Any, make_connecti
     assert ">Rotate token</button>" in html
 
 
+def refresh_offered(admin_client: Any, connection: Connection) -> bool:
+    response = admin_client.get(url("change", connection))
+    assert response.status_code == 200
+    return ">Refresh now</button>" in response.content.decode()
+
+
+def test_refresh_now_is_offered_only_where_it_can_work(
+    admin_client: Any, make_connection: Any, settings: Any
+) -> None:
+    Status = Connection.Status
+    assert refresh_offered(admin_client, make_connection(label="active"))
+    # Failing, but with a refresh token to try again with.
+    assert refresh_offered(admin_client, make_connection(label="error", status=Status.ERROR))
+    # The provider refused the grant: only the tenant can reconnect it.
+    waiting = make_connection(label="reauth", status=Status.REAUTH_REQUIRED)
+    assert not refresh_offered(admin_client, waiting)
+    # Nothing to renew the token with: no refresh token; a Custobar token without its password.
+    assert not refresh_offered(admin_client, make_connection(label="bare", refresh_token=""))
+    kept = custobar(make_connection)
+    assert refresh_offered(admin_client, kept)
+    Connection.objects.filter(pk=kept.pk).update(credentials="")
+    assert not refresh_offered(admin_client, kept)
+    # A provider no longer configured.
+    gone = make_connection(provider="retired")
+    assert not refresh_offered(admin_client, gone)
+
+
+def test_a_provider_class_that_raises_costs_the_button_not_the_page(
+    admin_client: Any, make_connection: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oauth_connect.providers.apicbase import ApicbaseProvider
+
+    def broken(self: Any, connection: Connection) -> bool:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(ApicbaseProvider, "can_refresh", broken)
+    assert not refresh_offered(admin_client, make_connection())
+
+
 def test_the_page_shows_the_event_log_and_the_whole_last_error(
     admin_client: Any, make_connection: Any
 ) -> None:

@@ -64,8 +64,8 @@ def test_the_connections_page_renders_in_french(
     assert "<h1>Connexions</h1>" in html
     assert "À reconnecter" in html  # the card's status
     assert (
-        "Apicbase n’accepte plus l’accès que vous avez accordé : il a peut-être été retiré chez "
-        "Apicbase, ou il a expiré. Reconnectez-vous pour accorder l’accès à nouveau."
+        "Apicbase n’accepte plus l’accès que vous avez accordé : il a peut-être été retiré de "
+        "son côté, ou il a expiré. Reconnectez-vous pour accorder l’accès à nouveau."
     ) in html
     assert ">Reconnecter</button>" in html
     assert "Needs reconnecting" not in html and "Reconnect to give access" not in html

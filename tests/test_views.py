@@ -10,6 +10,7 @@ import pytest
 import requests
 import responses
 import time_machine
+from django.contrib.auth.models import Permission, User
 from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
@@ -17,11 +18,13 @@ from django.urls import reverse
 from oauth_connect._internal.pkce import s256_challenge
 from oauth_connect.exceptions import ConnectionBusy
 from oauth_connect.models import ClientCredentials, Connection
+from oauth_connect.providers.apicbase import ApicbaseProvider
 from oauth_connect.services.authorize import SESSION_KEY
 from tests.conftest import (
     API_URL,
     AUTHORIZE_URL,
     CLIENT_ID,
+    CLIENT_SECRET,
     NOW,
     REVOKE_URL,
     TOKEN_URL,
@@ -78,17 +81,24 @@ def test_user_without_a_tenant_is_refused_with_a_page_that_says_why(
         "any organisation yet, so there are no connections to manage here." in text
     )
     assert "Ask a person who manages your organisation to add you to it" in text
-    assert reverse("admin:index") not in text  # not staff: no way in through the admin
+    assert "/admin/" not in text  # not staff: no way in through the admin
     assert no_store(response)
 
 
-def test_staff_without_a_tenant_are_pointed_at_the_admin(client: Client, user: Any) -> None:
+def test_operators_without_a_tenant_are_pointed_at_the_connections_in_the_admin(
+    client: Client, user: Any
+) -> None:
+    link = f'<a href="{reverse("admin:oauth_connect_connection_changelist")}">admin</a>'
     user.is_staff = True
     user.save()
-    client.force_login(user)  # an operator who followed the admin's "View site"
+    client.force_login(user)  # staff, but not allowed to see connections: no link
+    assert link not in client.get(LIST).content.decode()
+
+    user.user_permissions.add(Permission.objects.get(codename="view_connection"))
+    client.force_login(User.objects.get(pk=user.pk))  # an operator who followed "View site"
     response = client.get(LIST)
     assert response.status_code == 403
-    assert f'<a href="{reverse("admin:index")}">admin</a>' in response.content.decode()
+    assert link in response.content.decode()
 
 
 def test_list_shows_configured_providers_and_own_connections(
@@ -295,7 +305,11 @@ ACCOUNT_URL = API_URL + "accounts/me/"
         ({"id": 7, "email": "chef@kitchen.example"}, "chef@kitchen.example"),
         ({"user": {"name": "Chef\u202eevil"}}, "Chef evil"),  # printable: no bidi override
         ({"id": 7}, ""),  # nothing that names anyone
-        ({"username": "access-token-1"}, "[redacted]"),  # the token, echoed back
+        ({"username": "access-token-1"}, ""),  # the token, echoed back: no name
+        (
+            {"username": "x refresh-token-1", "email": "chef@kitchen.example"},
+            "chef@kitchen.example",
+        ),
     ],
 )
 def test_the_card_names_the_account_the_api_says_authorized(
@@ -337,6 +351,71 @@ def test_an_account_endpoint_that_fails_costs_the_name_only(
     [line] = [r for r in caplog.records if getattr(r, "event", "") == "account_unnamed"]
     assert line.getMessage().startswith("Apicbase: the connected account couldn't be named (")
     assert "access-token-1" not in caplog.text
+
+
+def test_a_name_that_quotes_the_client_secret_names_nobody(
+    logged_in_client: Client, http_mock: responses.RequestsMock
+) -> None:
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(1))
+    http_mock.add(responses.GET, ACCOUNT_URL, json={"username": f"me {CLIENT_SECRET}"})
+    state = start(logged_in_client)["state"][0]
+    logged_in_client.get(CALLBACK, {"code": "c", "state": state})
+    assert Connection.objects.get().account == {}
+
+
+def test_the_account_is_asked_within_the_code_exchanges_deadline(
+    logged_in_client: Client, http_mock: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One ProviderClient (one HTTP_DEADLINE) for the exchange and the lookup: a slow provider
+    # can't hold the callback for two deadlines before the grant is stored.
+    clients: list[Any] = []
+    exchange, account_for = ApicbaseProvider.exchange_code, ApicbaseProvider.account_for
+    monkeypatch.setattr(
+        ApicbaseProvider,
+        "exchange_code",
+        lambda self, client, **kw: clients.append(client) or exchange(self, client, **kw),
+    )
+    monkeypatch.setattr(
+        ApicbaseProvider,
+        "account_for",
+        lambda self, client, tokens: clients.append(client) or account_for(self, client, tokens),
+    )
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(1))
+    http_mock.add(responses.GET, ACCOUNT_URL, json={"username": "chef"})
+    state = start(logged_in_client)["state"][0]
+    logged_in_client.get(CALLBACK, {"code": "c", "state": state})
+    assert len(clients) == 2 and clients[0] is clients[1]
+
+
+@pytest.mark.parametrize(
+    ("api_url", "check_path", "asked"),
+    [
+        ("https://api.apicbase.test/api/v1", "accounts/me/", ACCOUNT_URL),  # no trailing /
+        ("https://api.apicbase.test/api/v1/", "/accounts/me/", ACCOUNT_URL),  # leading /
+        ("https://api.apicbase.test/api/v1/", "https://elsewhere.test/me/", None),
+        ("https://api.apicbase.test/api/v1/", "//elsewhere.test/me/", None),
+    ],
+)
+def test_the_account_is_asked_where_the_session_would_send_the_token(
+    logged_in_client: Client,
+    http_mock: responses.RequestsMock,
+    settings: Any,
+    api_url: str,
+    check_path: str,
+    asked: str | None,
+) -> None:
+    settings.OAUTH_CONNECT = oauth_connect_settings(
+        PROVIDERS={"apicbase": apicbase_settings(API_URL=api_url, CHECK_PATH=check_path)}
+    )
+    http_mock.add(responses.POST, TOKEN_URL, json=token_body(1))
+    if asked:
+        http_mock.add(responses.GET, asked, json={"username": "chef"})
+    state = start(logged_in_client)["state"][0]
+    logged_in_client.get(CALLBACK, {"code": "c", "state": state})
+    assert [call.request.url for call in http_mock.calls] == [
+        TOKEN_URL,
+        *([asked] if asked else []),
+    ]
 
 
 def test_without_the_accounts_scope_nobody_is_asked(

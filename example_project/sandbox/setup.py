@@ -10,7 +10,7 @@ from django.conf import settings
 from oauth2_provider.models import Application
 
 # The path oauth_connect's callback has (oauth_connect.urls), wherever a project includes it.
-CALLBACK_PATH = re.compile(r"(?:/[\w-]+)*/(?P<provider>[\w-]+)/callback/\Z")
+CALLBACK_PATH = re.compile(r"(?:/[\w-]+)*/(?P<provider>[\w-]+)/callback/\Z", re.ASCII)
 
 
 def register_sandbox_clients(site_url: str) -> list[Application]:

@@ -13,13 +13,12 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator, smart_split, unescape_string_literal
-from django.utils.timesince import timeuntil
 from django.utils.timezone import localtime
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from .. import services
-from .._internal.ago import time_ago
+from .._internal.ago import time_ago, time_until
 from ..exceptions import ConfigurationError, OAuthConnectError
 from ..models import Connection
 from .buttons import ConnectionButtons, refresh_outcome
@@ -69,7 +68,7 @@ class ConnectionAdmin(ConnectionButtons):
         "provider_name",
         "label",
         "status",
-        "account_name",
+        "account_details",
         "password_kept",
         "token_type",
         "scopes",
@@ -148,6 +147,23 @@ class ConnectionAdmin(ConnectionButtons):
         stored JSON."""
         return obj.account_description or "—"
 
+    @admin.display(description=_("account"))
+    def account_details(self, obj: Connection) -> str:
+        """The account in words, then what the provider told about it (company, base URL),
+        one "name: value" each: never the stored JSON. Nothing secret is kept there."""
+        details = format_html_join(
+            ", ",
+            "{}: {}",
+            (
+                (str(key).replace("_", " "), value)
+                for key, value in (obj.account or {}).items()
+                if isinstance(value, str | int) and not isinstance(value, bool)
+            ),
+        )
+        if not details:
+            return self.account_name(obj)
+        return format_html("{}<br><small>{}</small>", self.account_name(obj), details)
+
     @admin.display(description=_("password kept"))
     def password_kept(self, obj: Connection) -> str:
         """Whether a password is kept to renew the token; providers that connect by redirect
@@ -213,7 +229,7 @@ class ConnectionAdmin(ConnectionButtons):
             return "—"
         if obj.expires_within(timedelta(0)):
             return str(_("expired"))
-        return timeuntil(obj.expires_at)
+        return time_until(obj.expires_at)
 
     @admin.display(description=_("last error"))
     def short_error(self, obj: Connection) -> str:

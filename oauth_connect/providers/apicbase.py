@@ -9,7 +9,6 @@ partners use one set.
 from __future__ import annotations
 
 from typing import Any, ClassVar
-from urllib.parse import urljoin
 
 from django.views.decorators.debug import sensitive_variables
 
@@ -39,22 +38,26 @@ class ApicbaseProvider(OAuth2Provider):
 
     @sensitive_variables()
     def account_for(self, client: ProviderClient, tokens: TokenSet) -> dict[str, Any]:
-        """The person who authorized, from ``CHECK_PATH`` (``accounts/me/``), when the
-        ``accounts`` scope was granted."""
-        path = self.setting("CHECK_PATH")
+        """The person who authorized, from ``CHECK_PATH`` (``accounts/me/``) under
+        ``API_URL``, when the ``accounts`` scope was granted. ``client`` is the code
+        exchange's: one deadline for both, and everything that exchange sent is masked."""
+        path = str(self.setting("CHECK_PATH") or "")
         if not path or "accounts" not in (tokens.scopes or self.scopes):
             return {}
+        if "://" in path or path.startswith("//"):
+            return {}  # the token goes to the API's own URL, as connection.session() sends it
         body = client.request_json(
             "GET",
-            urljoin(str(self.setting("API_URL")), str(path)),
+            str(self.setting("API_URL")).rstrip("/") + "/" + path.lstrip("/"),
             headers={"Authorization": f"Bearer {tokens.access_token}"},
-            secrets=[tokens.access_token],
+            secrets=[tokens.access_token, tokens.refresh_token or ""],
             what="account endpoint",
         )
         for where in (body, body.get("user")):
             if isinstance(where, dict):
                 for key in ACCOUNT_NAME_KEYS:
-                    name = provider_words(where.get(key), [tokens.access_token], limit=100)
-                    if name:
+                    name = provider_words(where.get(key), limit=100)
+                    # A value that quotes a secret names nobody: not "[redacted]" on the card.
+                    if name and name == client.words(where.get(key), limit=100):
                         return {"username": name}
         return {}

@@ -159,6 +159,11 @@ class ProviderClient:
             self._known.update(_connection_secrets(self.connection))
         return list(self._known)
 
+    def words(self, value: object, limit: int) -> str:
+        """What the provider said (``value``), fit for people to read, with every secret this
+        operation sent or holds masked (``provider_words``)."""
+        return provider_words(value, self._secrets(), limit)
+
     def where(self, what: str, url: str) -> str:
         """``the apicbase token endpoint (api.apicbase.com)``: for messages."""
         host = urlsplit(url).netloc or url

@@ -143,9 +143,11 @@ def complete_authorization(
         raise _denied(provider, error, description)
     code = _single(params, "code")
     oauth_client = require_oauth_client(provider, tenant.pk, issued_to=pending.client_id)
+    # One client, one deadline (HTTP_DEADLINE) for the exchange and the account lookup after it.
+    client = ProviderClient(provider_id)
     try:
         tokens = provider.exchange_code(
-            ProviderClient(provider_id),
+            client,
             code=code,
             redirect_uri=pending.redirect_uri,
             code_verifier=pending.code_verifier,
@@ -171,7 +173,7 @@ def complete_authorization(
         pending.label,
         tokens,
         client_id=oauth_client.client_id,
-        account=_account_of(provider, tokens),
+        account=_account_of(provider, client, tokens),
         note=f"Authorized with scopes: {' '.join(tokens.scopes or []) or 'none stated'}. "
         f"{tokens.note}".strip(),
     )
@@ -180,11 +182,13 @@ def complete_authorization(
     return AuthorizationResult(connection=connection, next_url=pending.next_url)
 
 
-def _account_of(provider: OAuth2Provider, tokens: TokenSet) -> dict[str, Any]:
+def _account_of(
+    provider: OAuth2Provider, client: ProviderClient, tokens: TokenSet
+) -> dict[str, Any]:
     """``provider.account_for``; nothing, if asking fails. The name is for people to read:
     a slow or broken account endpoint must not cost the tenant the grant it just gave."""
     try:
-        return provider.account_for(ProviderClient(provider.provider_id), tokens)
+        return provider.account_for(client, tokens)
     except Exception as err:
         logger.info(
             "%s: the connected account couldn't be named (%s)",

@@ -196,6 +196,12 @@ def test_the_sandbox_command_registers_a_projects_callback_and_prints_its_settin
     assert authenticate(username="demo", password="demo") is not None
 
 
+def test_the_same_callback_twice_is_one_client() -> None:
+    output = sandbox_command(CALLBACK, CALLBACK)
+    assert output.count('OAUTH_CONNECT["PROVIDERS"]["apicbase"]') == 1
+    assert Application.objects.filter(name__startswith="Sandbox client for").count() == 1
+
+
 def test_restarting_the_sandbox_prints_the_same_settings() -> None:
     # What the reader pasted yesterday still works today.
     first = printed_settings(sandbox_command(CALLBACK))["apicbase"]
@@ -248,6 +254,10 @@ def test_several_callbacks_get_a_client_and_a_block_each() -> None:
         "http://127.0.0.1:8000/connections/apicbase/callback/?x=1",
         'http://127.0.0.1:8000/connections/apicbase/callback/"+__import__("os")+"/',
         'http://127.0.0.1:8000/connections/ap"icbase/callback/',
+        "http://user:pw@evil.example/connections/apicbase/callback/",  # user info
+        "http://127.0.0.1:8000/connections/\u00dfpicbase/callback/",  # not a provider id
+        "http://127.0.0.1:8000/connections/apicbase/callback/#x",
+        "http://127.0.0.1:8000/" + "x/" * 100 + "apicbase/callback/",  # too long to name
     ],
 )
 def test_anything_but_a_callback_url_is_refused_and_registers_nothing(redirect_uri: str) -> None:

@@ -509,7 +509,7 @@ def test_no_password_or_token_in_the_database_admin_or_logs(
     assert "bob" in admin_html  # the right page
     events = " ".join(connection.events.values_list("message", flat=True))
     logs = caplog.text + " ".join(str(record.__dict__) for record in caplog.records)
-    assert f"{provider} connection #{connection.pk}" in caplog.text  # our events were logged
+    assert f"{connection.provider_name} connection #{connection.pk}" in caplog.text  # logged
 
     for secret in secrets:
         assert secret not in row, "a secret is stored in clear"

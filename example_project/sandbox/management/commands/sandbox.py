@@ -23,6 +23,8 @@ from example_project.tenants.demo import PASSWORD, USERNAME, demo_user
 
 # What runserver takes: PORT, or ADDRESS:PORT (an IPv6 address in brackets).
 ADDRPORT = re.compile(r"(?:(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:]+\]):)?[0-9]{1,5}")
+# Longer, and its client's name ("Sandbox client for …") wouldn't fit its column.
+MAX_REDIRECT_URI = 200
 # The sandbox's fakes of the providers that take a username and password: their settings,
 # given the sandbox's URL.
 CREDENTIAL_PROVIDERS = {
@@ -68,11 +70,12 @@ class Command(BaseCommand):
                 f"such as {SANDBOX_ADDRPORT}."
             )
         sandbox = url_for(options["addrport"])
-        callbacks = [callback_of(target) for target in options["targets"]]  # checked first
+        targets = list(dict.fromkeys(options["targets"]))  # each once: one client, one secret
+        callbacks = [callback_of(target) for target in targets]  # all checked first
         call_command("migrate", interactive=False, verbosity=0)
         demo_user()  # who logs in at the sandbox
         blocks = []
-        for target, callback in zip(options["targets"], callbacks, strict=True):
+        for target, callback in zip(targets, callbacks, strict=True):
             if callback is None:
                 urls = {
                     k: v.format(sandbox=sandbox) for k, v in CREDENTIAL_PROVIDERS[target].items()
@@ -122,6 +125,8 @@ def callback_of(target: str) -> tuple[str, str] | None:
         or match is None
         or parts.query
         or parts.fragment
+        or parts.username is not None
+        or len(target) > MAX_REDIRECT_URI
         or any(c in target for c in "\"'\\ \t\r\n")
     ):
         raise CommandError(
