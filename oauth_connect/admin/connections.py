@@ -149,20 +149,24 @@ class ConnectionAdmin(ConnectionButtons):
 
     @admin.display(description=_("account"))
     def account_details(self, obj: Connection) -> str:
-        """The account in words, then what the provider told about it (company, base URL),
+        """The account in words, then what else the provider told about it (a base URL, say),
         one "name: value" each: never the stored JSON. Nothing secret is kept there."""
+        described = self.account_name(obj)
         details = format_html_join(
             ", ",
             "{}: {}",
             (
                 (str(key).replace("_", " "), value)
                 for key, value in (obj.account or {}).items()
-                if isinstance(value, str | int) and not isinstance(value, bool)
+                # Not what the description already says ("alice @ acme").
+                if isinstance(value, str | int)
+                and not isinstance(value, bool)
+                and str(value) not in described
             ),
         )
         if not details:
-            return self.account_name(obj)
-        return format_html("{}<br><small>{}</small>", self.account_name(obj), details)
+            return described
+        return format_html("{}<br><small>{}</small>", described, details)
 
     @admin.display(description=_("password kept"))
     def password_kept(self, obj: Connection) -> str:
