@@ -3,6 +3,7 @@ a good or bad login does, and that a typed password never comes back to the brow
 
 from __future__ import annotations
 
+import re
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qs
@@ -147,6 +148,22 @@ def test_a_missing_or_foreign_company_is_a_form_error(
     assert PASSWORD not in response.content.decode()
     assert len(http_mock.calls) == 0
     assert not Connection.objects.exists()
+
+
+def test_a_field_error_is_described_by_its_field_and_every_id_is_unique(
+    logged_in_client: Client, http_mock: responses.RequestsMock
+) -> None:
+    response = logged_in_client.post(CUSTOBAR, custobar_form(username=""))
+
+    html = response.content.decode()
+    ids = re.findall(r'\sid="([^"]+)"', html)
+    assert sorted(id_ for id_ in set(ids) if ids.count(id_) > 1) == []
+    [username] = inputs(html)["username"]
+    # Screen readers read the error and the help with the field they are about.
+    assert "id_username_error" in str(username["aria-describedby"])
+    assert 'id="id_username_error"' in html and username["aria-invalid"] == "true"
+    assert 'id="id_company_helptext"' in html
+    assert len(http_mock.calls) == 0
 
 
 def test_token_only_stores_no_password(
