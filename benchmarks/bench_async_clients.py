@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import subprocess
@@ -26,32 +25,20 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
-BODY = json.dumps({"results": [{"id": 1, "name": "Tomato soup"}]}).encode()
+# The same small JSON answer, from the same keep-alive handler, as bench_session.py's (this
+# directory is on sys.path when a benchmark runs as a script).
+from bench_session import BODY, JSONHandler
+
 HEADERS = {"Authorization": "Bearer a-fixed-token-of-forty-characters-long-x"}
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive
-    disable_nagle_algorithm = True  # else each answer waits for a delayed ACK
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(BODY)))
-        self.end_headers()
-        self.wfile.write(BODY)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
 
 
 def serve() -> None:
     """Serve until killed; the first line printed is the URL."""
     ThreadingHTTPServer.request_queue_size = 256
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), JSONHandler)
     server.daemon_threads = True
     print(f"http://127.0.0.1:{server.server_address[1]}/api/v1/recipes/", flush=True)
     server.serve_forever()

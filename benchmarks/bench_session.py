@@ -35,7 +35,7 @@ SESSIONS: dict[str, Any] = {}
 BODY = json.dumps({"results": [{"id": 1, "name": "Tomato soup"}]}).encode()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class JSONHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive
     # Headers and body leave in separate writes; with Nagle's algorithm on, each call would
     # wait ~40 ms for the client's delayed ACK and every client would measure the same stall.
@@ -53,7 +53,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def start_server() -> str:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), JSONHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return f"http://127.0.0.1:{server.server_address[1]}/"
 
