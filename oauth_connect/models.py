@@ -106,12 +106,11 @@ class Connection(models.Model):
 
     @property
     def provider_name(self) -> str:
-        """What users call the provider; the id when it is no longer configured."""
-        from .exceptions import ConfigurationError
-
+        """What users call the provider; the id when it is no longer configured, or when its
+        class fails to build: ``str(connection)`` (in logs and errors) must never raise."""
         try:
             return self.get_provider().display_name
-        except ConfigurationError:
+        except Exception:
             return self.provider
 
     @property
