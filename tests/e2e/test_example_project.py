@@ -90,8 +90,13 @@ def test_the_example_project_connects_on_a_port_setup_demo_was_not_told_of(
 
 
 def authorize(
-    browser: requests.Session, sandbox: Sandbox, client_id: str, redirect_uri: str
+    browser: requests.Session,
+    sandbox: Sandbox,
+    client_id: str,
+    redirect_uri: str,
+    headers: dict[str, str] | None = None,
 ) -> str:
+    """The sandbox's answer to an authorization request: its consent page, or its refusal."""
     query = {
         "client_id": client_id,
         "redirect_uri": redirect_uri,
@@ -101,7 +106,8 @@ def authorize(
         "code_challenge_method": "S256",
         "state": "s",
     }
-    return browser.get(sandbox.absolute("/sandbox/o/authorize/?" + urlencode(query))).text
+    url = sandbox.absolute("/sandbox/o/authorize/?" + urlencode(query))
+    return browser.get(url, headers=headers).text
 
 
 @pytest.mark.parametrize(
@@ -144,19 +150,10 @@ def test_a_forged_host_header_is_not_where_the_sandbox_thinks_it_is(
     settings.SITE_URL = sandbox.url
     register_sandbox_clients("http://127.0.0.1:8000")
     forged = "http://evil.example/connections/apicbase/callback/"
-    query = urlencode(
-        {
-            "client_id": CLIENTS["apicbase"][0],
-            "redirect_uri": forged,
-            "response_type": "code",
-            "code_challenge": "x" * 43,
-            "code_challenge_method": "S256",
-        }
+    page = authorize(
+        browser, sandbox, CLIENTS["apicbase"][0], forged, headers={"Host": "evil.example"}
     )
-    page = browser.get(
-        sandbox.absolute("/sandbox/o/authorize/?" + query), headers={"Host": "evil.example"}
-    )
-    assert 'name="allow"' not in page.text
+    assert 'name="allow"' not in page
 
 
 # manage.py sandbox ------------------------------------------------------------------------------
