@@ -113,7 +113,7 @@ def test_an_expired_token_and_a_never_refreshed_one_read_plainly(
 def test_reauthorization_says_why_in_plain_words_and_offers_reconnect(
     logged_in_client: Client, make_connection: Any
 ) -> None:
-    technical = "the apicbase token endpoint (api.apicbase.test) refused the grant (invalid_grant)"
+    technical = "the Apicbase token endpoint (api.apicbase.test) refused the grant (invalid_grant)"
     connection = make_connection(status=Status.REAUTH_REQUIRED, last_error=technical)
     text = cards(logged_in_client).sets[connection.pk]
     assert "Needs reconnecting" in text

@@ -165,9 +165,10 @@ class ProviderClient:
         return provider_words(value, self._secrets(), limit)
 
     def where(self, what: str, url: str) -> str:
-        """``the apicbase token endpoint (api.apicbase.com)``: for messages."""
+        """``the Apicbase token endpoint (api.apicbase.com)``: for messages, with the provider
+        spelled as the pages and the admin spell it."""
         host = urlsplit(url).netloc or url
-        return f"the {self.provider_id} {what} ({host})"
+        return f"the {_display_name(self.provider_id)} {what} ({host})"
 
     def error(self, cls: type[ProviderError], message: str, **kwargs: Any) -> ProviderError:
         """A ``cls`` naming this client's provider and connection."""
@@ -382,3 +383,13 @@ def _retry_after(answer: Answer) -> float | None:
         return max((parsedate_to_datetime(value) - timezone.now()).total_seconds(), 0.0)
     except (TypeError, ValueError, OverflowError):
         return None
+
+
+def _display_name(provider_id: str) -> str:
+    """The provider's name for people; its id if it can't be built (a message must not fail)."""
+    from .registry import get  # the registry builds providers, which use this module
+
+    try:
+        return get(provider_id).display_name
+    except Exception:
+        return provider_id

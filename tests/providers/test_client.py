@@ -118,7 +118,7 @@ def test_retry_after_as_http_date(http_mock: responses.RequestsMock, frozen_now:
     [
         (requests.ConnectTimeout("slow"), "did not answer within 10 seconds"),
         (requests.ReadTimeout("slow"), "did not answer within"),
-        (requests.ConnectionError("refused"), "Could not reach the apicbase token endpoint"),
+        (requests.ConnectionError("refused"), "Could not reach the Apicbase token endpoint"),
     ],
 )
 def test_network_failures(

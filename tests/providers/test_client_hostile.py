@@ -97,7 +97,7 @@ def assert_says(err: ProviderError, server: HostileServer, *words: str) -> None:
     """The message names the provider and its endpoint, says ``words``, and carries neither a
     secret of FORM (nor any part of one) anywhere in the error's chain."""
     message = str(err)
-    assert f"apicbase token endpoint (127.0.0.1:{server.port})" in message
+    assert f"Apicbase token endpoint (127.0.0.1:{server.port})" in message
     for word in words:
         assert word in message
     assert err.provider == "apicbase"

@@ -31,7 +31,7 @@ def silent_server() -> Iterator[int]:
 
 def test_connection_refused(closed_port: int) -> None:
     url = f"http://127.0.0.1:{closed_port}/oauth/token/"
-    with pytest.raises(ProviderError, match="Could not reach the apicbase token endpoint") as info:
+    with pytest.raises(ProviderError, match="Could not reach the Apicbase token endpoint") as info:
         ProviderClient("apicbase").post_form(url, {"refresh_token": "secret-refresh-token"})
     assert info.value.status_code is None
     assert "secret-refresh-token" not in str(info.value)

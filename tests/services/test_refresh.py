@@ -372,9 +372,9 @@ def test_forced_refresh_without_refresh_token_leaves_a_valid_token_alone(
     ("last_error", "said"),
     [
         (
-            "the acme token endpoint refused the stored grant (invalid_grant). Someone must "
+            "the Acme token endpoint refused the stored grant (invalid_grant). Someone must "
             "reconnect.",
-            "It needs reauthorization: the acme token endpoint refused the stored grant "
+            "It needs reauthorization: the Acme token endpoint refused the stored grant "
             "(invalid_grant). Someone must reconnect.",
         ),
         (
