@@ -165,6 +165,25 @@ class Connection(models.Model):
 
         return connection_session(self, **kwargs)
 
+    def asession(self, **kwargs: Any) -> Any:
+        """An aiohttp-based session for async code: ``await connection.asession()`` or
+        ``async with connection.asession() as api``. Needs ``oauth_connect[async]``.
+
+        See :func:`oauth_connect.services.asession.connection_asession`.
+        """
+        try:
+            from .services.asession import connection_asession
+        except ImportError as err:
+            if err.name != "aiohttp":
+                raise
+            from .exceptions import ConfigurationError
+
+            raise ConfigurationError(
+                "connection.asession() needs aiohttp, which is not installed: "
+                'pip install "oauth_connect[async]".'
+            ) from err
+        return connection_asession(self, **kwargs)
+
 
 class ClientCredentials(models.Model):
     """A tenant's own OAuth client for a provider (e.g. an Apicbase library owner's client id and

@@ -1,5 +1,6 @@
 """The service layer: everything views, commands and your code call to act on connections."""
 
+from .async_calls import acheck_connection, adisconnect, arefresh_connection, arotate_token
 from .authorize import complete_authorization, start_authorization
 from .bulk import (
     due_connection_ids,
@@ -15,6 +16,10 @@ from .refresh import refresh_connection, refresh_rejected_token, refresh_when, r
 from .session import connection_session
 
 __all__ = [
+    "acheck_connection",
+    "adisconnect",
+    "arefresh_connection",
+    "arotate_token",
     "can_check",
     "check_connection",
     "complete_authorization",

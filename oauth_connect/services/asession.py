@@ -1,0 +1,373 @@
+"""``connection.asession()``: an aiohttp client that authenticates as a connection, for async
+views and other code on an event loop, with everything ``connection.session()`` promises.
+
+While the token is valid a request costs what aiohttp's own costs, plus a float comparison: no
+database query, no thread. A refresh (ahead of expiry, or after the API refused the token) runs
+the same code as the sync session, on a thread through ``sync_to_async`` under the
+connection's row lock; coroutines of one event loop that need it at once wait for one of them
+(``flight.py``). Requests go through one aiohttp client per event loop (``_internal/
+aio_client.py``), so they reuse kept-alive connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Callable, Generator, Mapping
+from typing import Any
+from urllib.parse import urljoin
+
+import aiohttp
+from asgiref.sync import sync_to_async
+from multidict import CIMultiDict
+
+from .. import conf
+from .._internal.aio_client import shared_client
+from ..models import Connection
+from .flight import Flight, flight_for
+from .session_tokens import DEFAULT, SessionTokens, origin_of, raise_unless_usable
+
+#: Statuses whose Location is followed (within the API's origin), as requests does.
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 30  # requests' limit
+
+
+def connection_asession(
+    connection: Connection, *, timeout: float | None = None, deadline: float | None = DEFAULT
+) -> OpeningSession:
+    """An async session for ``connection``: ``await`` it, or use it in ``async with``. Raises at
+    once, as ``connection.session()`` does, if the connection can't be used as it stands.
+
+    ``timeout`` bounds each socket operation (default ``HTTP_TIMEOUT``); ``deadline`` each
+    whole request, body included (default ``HTTP_DEADLINE``; None: no deadline).
+    ``await api.get(url, deadline=120)`` sets it for one request. With ``stream=True`` it
+    covers the request up to the response's headers, and the body is yours to read."""
+    raise_unless_usable(connection)
+    return OpeningSession(connection, timeout, deadline)
+
+
+class OpeningSession:
+    """What ``connection.asession()`` returns: awaitable, and an async context manager. The
+    session holds no resources of its own (the HTTP client is the event loop's), so leaving
+    the ``async with`` block closes nothing; it is there for code that reads better so."""
+
+    def __init__(self, connection: Connection, timeout: float | None, deadline: float | None):
+        self._args = (connection, timeout, deadline)
+
+    def __await__(self) -> Generator[Any, None, AsyncConnectionSession]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> AsyncConnectionSession:
+        return await self._open()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        pass
+
+    async def _open(self) -> AsyncConnectionSession:
+        connection, timeout, deadline = self._args
+        client = await shared_client()
+        return AsyncConnectionSession(
+            connection, client, flight_for(connection), timeout=timeout, deadline=deadline
+        )
+
+
+class AsyncConnectionSession(SessionTokens):
+    """``get``, ``post``, ``put``, ``patch``, ``delete``, ``head``, ``options`` and
+    ``request`` take aiohttp's arguments (``params``, ``json``, ``data``, ``headers``...) and
+    return an ``aiohttp.ClientResponse`` whose body is already read (``await response.json()``)
+    within the deadline; ``async with api.get(...) as response`` works too.
+
+    Relative URLs (with or without a leading slash) are appended to the provider's API URL;
+    absolute ones must point at the API's own scheme, host and port. Redirects are followed
+    within that origin only. A body that can't be sent twice (a file, a stream, ``FormData``)
+    is not retried after a 401. One event loop per session, as with any aiohttp client."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        client: aiohttp.ClientSession,
+        flight: Flight,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = DEFAULT,
+    ) -> None:
+        self.timeout = conf.http_timeout() if timeout is None else timeout
+        self._client = client
+        self._flight = flight
+        SessionTokens.__init__(self, connection, deadline)
+        if flight.newer_than(connection):
+            # Loaded before a refresh this loop made since: its tokens may be spent already.
+            flight.copy_to(connection)
+            self._use_stored_token()
+        self._version = flight.version
+        self._default_timeout = self._client_timeout(self.deadline)
+
+    def __repr__(self) -> str:
+        return f"<AsyncConnectionSession for {self.connection!r}>"
+
+    def request(self, method: str, url: str, **kwargs: Any) -> PendingResponse:
+        return PendingResponse(self._request(method, url, **kwargs))
+
+    def get(self, url: str, **kwargs: Any) -> PendingResponse:
+        return PendingResponse(self._request("GET", url, **kwargs))
+
+    def options(self, url: str, **kwargs: Any) -> PendingResponse:
+        return PendingResponse(self._request("OPTIONS", url, **kwargs))
+
+    def head(self, url: str, **kwargs: Any) -> PendingResponse:
+        return PendingResponse(self._request("HEAD", url, **kwargs))
+
+    def post(self, url: str, **kwargs: Any) -> PendingResponse:
+        return PendingResponse(self._request("POST", url, **kwargs))
+
+    def put(self, url: str, **kwargs: Any) -> PendingResponse:
+        return PendingResponse(self._request("PUT", url, **kwargs))
+
+    def patch(self, url: str, **kwargs: Any) -> PendingResponse:
+        return PendingResponse(self._request("PATCH", url, **kwargs))
+
+    def delete(self, url: str, **kwargs: Any) -> PendingResponse:
+        return PendingResponse(self._request("DELETE", url, **kwargs))
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        deadline: float | None = DEFAULT,
+        stream: bool = False,
+        **kwargs: Any,
+    ) -> aiohttp.ClientResponse:
+        if deadline is DEFAULT:
+            deadline = self.deadline
+        url = self._resolve(url)
+        if self._flight.version != self._version:
+            self._adopt()
+        if self._refresh_due() and self._should_refresh_ahead():
+            await self._in_flight(self._refresh_ahead_of_expiry, self._still_due)
+        if not self._sendable:
+            # As in the sync session: an unsendable stored token is a refused one.
+            if self._backing_off():
+                raise self._unsendable_while_backing_off()
+            await self._refresh_after_refusal(self._access_token)
+        resendable = _resendable(kwargs)
+        headers = kwargs.pop("headers", None)
+        sent = self._access_token
+        response, retry = await self._send(
+            method, url, deadline, stream, resendable, headers, kwargs
+        )
+        if retry:
+            response.release()  # its body unread: the connection is closed, not reused
+            await self._refresh_after_refusal(sent)
+            response, _retry = await self._send(
+                method, url, deadline, stream, False, headers, kwargs
+            )
+        return response
+
+    # Refreshing, once per event loop ----------------------------------------------------------
+
+    async def _refresh_after_refusal(self, refused: str) -> None:
+        await self._in_flight(
+            lambda: self._refresh_rejected(refused), lambda: self._access_token == refused
+        )
+
+    def _still_due(self) -> bool:
+        return self._refresh_due() and self._should_refresh_ahead()
+
+    async def _in_flight(
+        self, refresh: Callable[[], None], still_needed: Callable[[], bool]
+    ) -> None:
+        """Run ``refresh`` (database and provider work) on a thread, unless another coroutine of
+        this loop did one while this one waited: then take its outcome, new tokens or error."""
+        flight = self._flight
+        async with flight.lock:
+            if flight.version != self._version:
+                error = flight.error
+                self._adopt()
+                if error is not None:
+                    raise _copy(error)
+                if not still_needed():
+                    return
+            try:
+                # Thread-sensitive, as Django's own async ORM calls: under ASGI, the request's
+                # own thread (and database connection); outside a request, the main thread.
+                await sync_to_async(refresh, thread_sensitive=True)()
+            except Exception as err:
+                flight.publish(self.connection, err)
+                self._version = flight.version
+                raise
+            flight.publish(self.connection)
+            self._version = flight.version
+
+    def _adopt(self) -> None:
+        self._flight.copy_to(self.connection)
+        self._use_stored_token()
+        self._version = self._flight.version
+
+    def _use_stored_token(self) -> None:
+        super()._use_stored_token()
+        self._auth_headers = {"Authorization": self._authorization}
+
+    # Sending ----------------------------------------------------------------------------------
+
+    def _client_timeout(self, deadline: float | None) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(
+            total=deadline, sock_connect=self.timeout, sock_read=self.timeout
+        )
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        deadline: float | None,
+        stream: bool,
+        resendable: bool,
+        extra_headers: Any,
+        kwargs: dict[str, Any],
+    ) -> tuple[aiohttp.ClientResponse, bool]:
+        """One request (and its redirects within the origin), and whether to refresh and send
+        it again. Its body is read within ``deadline`` unless the caller streams it, but never
+        that of an answer to be sent again: a 401 may be 256 MiB."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        headers = self._headers(extra_headers)
+        try:
+            if stream:
+                # aiohttp's total timeout would go on running while the caller reads the body:
+                # bound the wait for the headers instead.
+                response = await asyncio.wait_for(
+                    self._send_following(method, url, headers, None, kwargs, started), deadline
+                )
+            else:
+                response = await self._send_following(
+                    method, url, headers, deadline, kwargs, started
+                )
+            retry = (
+                resendable
+                and response.status in self.provider.expired_token_statuses
+                and not self._backing_off()
+            )
+            if not (stream or retry):
+                await response.read()  # within the total timeout, which covers the body
+        except (asyncio.TimeoutError, aiohttp.ClientError):
+            if deadline is None or loop.time() - started < deadline:
+                raise
+            # Not chained: the cut's error can quote the API's bytes (which may echo the token).
+            raise self._too_slow(deadline) from None
+        return response, retry
+
+    async def _send_following(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        deadline: float | None,
+        kwargs: dict[str, Any],
+        started: float,
+    ) -> aiohttp.ClientResponse:
+        timeout = (
+            self._default_timeout if deadline == self.deadline else self._client_timeout(deadline)
+        )
+        response = await self._client.request(
+            method, url, headers=headers, timeout=timeout, allow_redirects=False, **kwargs
+        )
+        if response.status in REDIRECT_STATUSES:
+            response = await self._follow(response, method, headers, deadline, kwargs, started)
+        return response
+
+    async def _follow(
+        self,
+        response: aiohttp.ClientResponse,
+        method: str,
+        headers: Mapping[str, str],
+        deadline: float | None,
+        kwargs: dict[str, Any],
+        started: float,
+    ) -> aiohttp.ClientResponse:
+        """Follow redirects within the API's origin only. A redirect elsewhere comes back to the
+        caller as the 3xx it is: a provider must not make this server fetch other hosts (an
+        internal address, say) and hand the answer to the product as the API's."""
+        loop = asyncio.get_running_loop()
+        hops: list[aiohttp.ClientResponse] = []
+        while response.status in REDIRECT_STATUSES and len(hops) < MAX_REDIRECTS:
+            location = response.headers.get("Location")
+            if not location:
+                break
+            target = urljoin(str(response.url), location)
+            if origin_of(target) != self._origin:
+                break
+            response.release()
+            hops.append(response)
+            method, kwargs = _redirected(method, response.status, kwargs)
+            left = None if deadline is None else max(deadline - (loop.time() - started), 0.001)
+            response = await self._client.request(
+                method,
+                target,
+                headers=headers,
+                timeout=self._client_timeout(left),
+                allow_redirects=False,
+                **kwargs,
+            )
+        if hops:
+            response._history = tuple(hops)
+        return response
+
+    def _headers(self, extra: Any) -> Mapping[str, str]:
+        if not extra:
+            return self._auth_headers
+        # The caller's headers, but never their Authorization: the token is the session's.
+        merged: CIMultiDict[str] = CIMultiDict(extra)
+        merged["Authorization"] = self._authorization
+        return merged
+
+
+class PendingResponse:
+    """A request under way: ``await`` it for the response, or ``async with`` it to have the
+    response released at the end of the block (for ``stream=True``)."""
+
+    __slots__ = ("_coroutine", "_response")
+
+    def __init__(self, coroutine: Any) -> None:
+        self._coroutine = coroutine
+        self._response: aiohttp.ClientResponse | None = None
+
+    def __await__(self) -> Generator[Any, None, aiohttp.ClientResponse]:
+        result: aiohttp.ClientResponse = yield from self._coroutine.__await__()
+        return result
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        self._response = await self._coroutine
+        return self._response
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._response is not None:
+            self._response.release()
+
+
+def _redirected(method: str, status: int, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The method and arguments of the request a redirect asks for, by requests' rules: a 303
+    (and a 302, or a 301 after a POST) becomes a GET without a body. The Location holds the
+    whole URL, query included."""
+    kwargs = {key: value for key, value in kwargs.items() if key != "params"}
+    if (status in (302, 303) and method != "HEAD") or (status == 301 and method == "POST"):
+        method = "GET"
+        kwargs = {key: value for key, value in kwargs.items() if key not in ("data", "json")}
+    return method, kwargs
+
+
+def _resendable(kwargs: dict[str, Any]) -> bool:
+    """Whether the request can be sent a second time: a file, stream or ``FormData`` was
+    consumed by the first attempt."""
+    body = kwargs.get("data")
+    return body is None or isinstance(body, (str, bytes, bytearray, dict, list, tuple))
+
+
+def _copy(error: BaseException) -> BaseException:
+    """The error another coroutine's refresh raised, as a new object: raising one object in
+    many coroutines would tangle their tracebacks together."""
+    try:
+        duplicate = copy.copy(error)
+    except Exception:
+        return error
+    duplicate.__traceback__ = None
+    return duplicate
