@@ -82,6 +82,7 @@ TEMPLATES = [
     },
 ]
 WSGI_APPLICATION = "example_project.wsgi.application"
+ASGI_APPLICATION = "example_project.asgi.application"
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -93,6 +94,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Tests use a file, not :memory:, so a live server's threads each get a real connection.
     DATABASES["default"]["TEST"] = {
         "NAME": os.path.join(tempfile.gettempdir(), f"oauth_connect_test_{os.getpid()}.sqlite3")
+    }
+
+if env.int("DATABASE_POOL_SIZE", default=0) and "postgresql" in DATABASES["default"]["ENGINE"]:
+    # Under ASGI, Django runs each request's ORM work on a thread of that request's own, and
+    # each thread holds a database connection until the request ends: 200 requests in flight
+    # would be 200 connections, twice PostgreSQL's default max_connections. Django's pool
+    # (psycopg_pool) caps them; requests beyond the cap wait for one to come back.
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": env.int("DATABASE_POOL_SIZE"),
+        "timeout": 60,
     }
 
 AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []

@@ -1,0 +1,304 @@
+"""Per-call overhead of ``await connection.asession()`` while the token is valid, against a
+plain ``aiohttp.ClientSession`` with a fixed ``Authorization`` header (the floor) and Authlib's
+``AsyncOAuth2Client`` (httpx) holding a valid token.
+
+A keep-alive server in a process of its own (bench_async_clients.py's) answers a small JSON
+body. In one event loop, each contender makes the same GETs and reads the body: one at a time,
+then ``--concurrency`` at a time (coroutines gathered), interleaved in rounds whose order
+rotates, so drift on the machine hits every contender alike. Per contender it prints medians
+over rounds, per call: wall time; CPU time of the event loop's thread (``time.thread_time``);
+and CPU time of this whole process, which is the loop's thread plus any thread a client hands
+work to (the server's CPU is not ours in either). Ratios are to the floor; the targets are
+``connection.asession()`` at most 1.05x the floor, and no slower than Authlib.
+
+It counts the SQL statements run while opening the session and during its calls (target: 0).
+Then a breakdown, one call at a time, timed in place with thread CPU time: the loop's CPU
+inside aiohttp's ``ClientSession._request`` and ``ClientResponse.read``, the rest (the
+caller's wrapper: ours, or ``async with`` for the floor), the CPU that executor threads spend
+per call and how many hand-offs to them a call makes; and the same session with the shared
+client's ``trust_env`` switched off, to show what the per-request environment lookups cost.
+
+    pip install -e ".[bench]"
+    python benchmarks/bench_asession.py
+    python benchmarks/bench_asession.py --calls 3000 --rounds 7 --concurrency 1 20
+
+Run by hand; it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
+
+# This directory is on sys.path when a benchmark runs as a script; bench_session puts the
+# repository's root there too.
+from bench_async_clients import _in_batches, serve
+from bench_refresh import StatementCounter
+from bench_session import BODY, setup_django
+
+TOKEN = "bench-access-token"  # what bench_session.setup_django stores
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+PLAIN, OURS, AUTHLIB = "aiohttp.ClientSession (floor)", "connection.asession()", "Authlib"
+OURS_NO_ENV = "asession(), trust_env off"
+
+Call = Callable[[], Awaitable[bytes]]
+
+
+class Sample(NamedTuple):
+    """Microseconds per call."""
+
+    wall: float
+    loop_cpu: float
+    process_cpu: float
+
+
+async def run(call: Call, calls: int, concurrency: int) -> Sample:
+    async def one() -> None:
+        if await call() != BODY:
+            raise AssertionError("unexpected body")
+
+    gc.collect()
+    wall, thread, process = time.perf_counter(), time.thread_time(), time.process_time()
+    await _in_batches(one, calls, concurrency)
+    return Sample(
+        (time.perf_counter() - wall) / calls * 1e6,
+        (time.thread_time() - thread) / calls * 1e6,
+        (time.process_time() - process) / calls * 1e6,
+    )
+
+
+def medians(samples: list[Sample]) -> Sample:
+    return Sample(*(statistics.median(column) for column in zip(*samples, strict=True)))
+
+
+class Probe:
+    """Thread CPU inside aiohttp's request and read (on the loop's thread), in the environment
+    lookups aiohttp runs on executor threads when ``trust_env`` is on, and the hand-offs to
+    executor threads: patched in place while it is entered."""
+
+    def __init__(self) -> None:
+        self.request = self.read = self.worker = 0.0
+        self.hops = 0
+        self._lock = threading.Lock()
+
+    def _timed_async(self, original: Any, field: str) -> Any:
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.thread_time()
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                setattr(self, field, getattr(self, field) + time.thread_time() - start)
+
+        return timed
+
+    def _timed_worker(self, original: Any) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.thread_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.worker += time.thread_time() - start
+
+        return timed
+
+    def __enter__(self) -> Probe:
+        import aiohttp
+        import aiohttp.client
+
+        self._loop = loop = asyncio.get_running_loop()
+        run_in_executor = loop.run_in_executor
+
+        def counted(*args: Any) -> Any:
+            self.hops += 1
+            return run_in_executor(*args)
+
+        session, response, module = aiohttp.ClientSession, aiohttp.ClientResponse, aiohttp.client
+        wrapped = [
+            (session, "_request", self._timed_async(session._request, "request")),
+            (response, "read", self._timed_async(response.read, "read")),
+            (session, "_get_netrc_auth", self._timed_worker(session._get_netrc_auth)),
+            (module, "get_env_proxy_for_url", self._timed_worker(module.get_env_proxy_for_url)),
+        ]
+        self._originals = [(owner, name, getattr(owner, name)) for owner, name, _ in wrapped]
+        for owner, name, wrapper in wrapped:
+            setattr(owner, name, wrapper)
+        loop.run_in_executor = counted  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for owner, name, original in self._originals:
+            setattr(owner, name, original)
+        del self._loop.run_in_executor  # the loop's own method shows through again
+
+
+class Contenders(NamedTuple):
+    calls: dict[str, Call]
+    shared: Any  # the aiohttp client the session sends through (this loop's)
+    opening_statements: int  # SQL run by ``await connection.asession()``
+    close: Callable[[], Awaitable[None]]
+
+
+async def contenders(url: str, connection: Any) -> Contenders:
+    import aiohttp
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
+
+    plain = aiohttp.ClientSession()
+    with StatementCounter() as opening:
+        api = await connection.asession()
+    token = {
+        "access_token": TOKEN,
+        "refresh_token": "bench-refresh-token",
+        "token_type": "Bearer",
+        "expires_in": 3600,
+        "expires_at": int(time.time()) + 3600,
+    }
+    authlib = AsyncOAuth2Client(
+        "bench-client", "bench-secret", token=token, token_endpoint=url + "oauth/token/"
+    )
+    full_url = url + "recipes/"
+
+    async def with_plain() -> bytes:
+        async with plain.get(full_url, headers=HEADERS) as response:
+            return await response.read()
+
+    async def with_ours() -> bytes:
+        response = await api.get("recipes/")
+        return await response.read()  # already read within the deadline: the same bytes
+
+    async def with_authlib() -> bytes:
+        response = await authlib.get(full_url)
+        return response.content  # type: ignore[no-any-return]
+
+    async def close() -> None:
+        await plain.close()
+        await authlib.aclose()
+
+    calls: dict[str, Call] = {PLAIN: with_plain, OURS: with_ours, AUTHLIB: with_authlib}
+    return Contenders(calls, api._client, opening.statements, close)
+
+
+async def bench(url: str, connection: Any, args: argparse.Namespace) -> None:
+    calls, shared, opening_statements, close = await contenders(url, connection)
+    names = list(calls)
+    print(
+        f"{args.calls} GETs per contender per round, {args.rounds} rounds interleaved; "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}; medians, µs per call"
+    )
+    counter = StatementCounter()
+    ours_calls = 0
+    for concurrency in args.concurrency:
+        samples: dict[str, list[Sample]] = {name: [] for name in names}
+        for name in names:  # warm-up: imports, connections, caches
+            with counter if name == OURS else _nothing():
+                await run(calls[name], 200, concurrency)
+        for number in range(args.rounds):
+            for name in names[number % len(names) :] + names[: number % len(names)]:
+                with counter if name == OURS else _nothing():
+                    samples[name].append(await run(calls[name], args.calls, concurrency))
+        ours_calls += 200 + args.rounds * args.calls
+        report(f"{concurrency} at a time", {name: medians(s) for name, s in samples.items()})
+    print(
+        f"\nSQL statements opening connection.asession(): {opening_statements}; "
+        f"during its {ours_calls} calls: {counter.statements}"
+    )
+    await breakdown(calls, shared, args)
+    await close()
+
+
+class _nothing:  # noqa: N801 - used as a context manager, like contextlib's
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def report(title: str, results: dict[str, Sample]) -> None:
+    floor = results[PLAIN]
+    print(f"\n{title}")
+    print(
+        f"| {'client':<30} | wall | ratio | loop-thread CPU | ratio | process CPU | ratio |\n"
+        f"|{'-' * 32}|-----:|------:|----------------:|------:|------------:|------:|"
+    )
+    for name, r in results.items():
+        print(
+            f"| {name:<30} | {r.wall:4.0f} | {r.wall / floor.wall:5.2f} "
+            f"| {r.loop_cpu:15.1f} | {r.loop_cpu / floor.loop_cpu:5.2f} "
+            f"| {r.process_cpu:11.1f} | {r.process_cpu / floor.process_cpu:5.2f} |"
+        )
+
+
+async def breakdown(calls: dict[str, Call], shared: Any, args: argparse.Namespace) -> None:
+    """One call at a time, under the probe: where the loop thread's CPU goes."""
+    variants = [(PLAIN, calls[PLAIN], None), (OURS, calls[OURS], None)]
+    variants.append((OURS_NO_ENV, calls[OURS], False))
+    rows: dict[str, list[list[float]]] = {name: [] for name, _, _ in variants}
+    trust_env = shared._trust_env
+    for _ in range(args.rounds):
+        for name, call, env in variants:
+            shared._trust_env = trust_env if env is None else env
+            with Probe() as probe:
+                sample = await run(call, args.calls, 1)
+            per_call = [x / args.calls * 1e6 for x in (probe.request, probe.read, probe.worker)]
+            rest = sample.loop_cpu - per_call[0] - per_call[1]
+            hops = probe.hops / args.calls
+            rows[name].append([sample.loop_cpu, *per_call[:2], rest, per_call[2], hops])
+            rows[name][-1] += [sample.process_cpu, sample.wall]
+    shared._trust_env = trust_env
+    print(
+        "\nBreakdown, 1 at a time, timed in place (µs per call; medians; 'rest' is the "
+        "caller's own code: our session's wrapper, or the floor's `async with`)\n"
+        f"| {'client':<30} | loop CPU | in _request | in read | rest "
+        "| executor-thread CPU | hand-offs | process CPU | wall |\n"
+        f"|{'-' * 32}|---------:|------------:|--------:|-----:"
+        "|--------------------:|----------:|------------:|-----:|"
+    )
+    table = {n: [statistics.median(c) for c in zip(*r, strict=True)] for n, r in rows.items()}
+    for name, (loop, request, read, rest, worker, hops, process, wall) in table.items():
+        print(
+            f"| {name:<30} | {loop:8.1f} | {request:11.1f} | {read:7.1f} | {rest:4.1f} "
+            f"| {worker:19.1f} | {hops:9.1f} | {process:11.1f} | {wall:4.0f} |"
+        )
+    print(
+        f"our wrapper's own cost (rest, ours less the floor's): "
+        f"{table[OURS][3] - table[PLAIN][3]:.1f} µs a call; what trust_env costs the session: "
+        f"{table[OURS][6] - table[OURS_NO_ENV][6]:.1f} µs of process CPU, "
+        f"{table[OURS][7] - table[OURS_NO_ENV][7]:.0f} µs of wall a call"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=1000, help="GETs per contender per round")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 20])
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve()
+        return
+    # The API in a process of its own: its CPU is neither the loop thread's nor this process's.
+    server = subprocess.Popen(  # noqa: S603 - this same script, fixed arguments
+        [sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        url = server.stdout.readline().strip().removesuffix("recipes/")  # type: ignore[union-attr]
+        connection = setup_django(url)  # a valid token: a refresh is a week away
+        asyncio.run(bench(url, connection, args))  # the session belongs to this loop
+    finally:
+        server.terminate()
+
+
+if __name__ == "__main__":
+    main()

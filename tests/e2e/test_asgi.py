@@ -1,0 +1,241 @@
+"""The example project under uvicorn, started as docs/example-project.md says, serving its async
+view (``/recipes/async/``, through ``connection.asession()``) and its sync twin (``/recipes/``)
+to hundreds of requests at once, with the live sandbox as Apicbase.
+
+Runs on SQLite and on PostgreSQL (``DATABASE_URL``). On PostgreSQL uvicorn runs with Django's
+connection pool (``DATABASE_POOL_SIZE``): each ASGI request in flight holds a database
+connection, and 200 of them would exceed the server's default ``max_connections`` of 100.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+import requests
+from django.db import connection as db_connection
+from django.utils import timezone
+from oauth2_provider.models import AccessToken
+
+from oauth_connect import conf
+from oauth_connect.models import Connection
+from tests.conftest import postgres_configured, race
+
+from .conftest import Sandbox, event_kinds
+from .processes import REPO, database_url
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+REQUESTS = 200
+#: How long uvicorn may take to start, and any request to answer.
+WAIT = 60.0
+
+
+@dataclass
+class AsgiSite:
+    url: str
+    process: subprocess.Popen[str]
+
+    def get_all(self, browser: requests.Session, paths: list[str]) -> list[tuple[int, Any]]:
+        """GET every path at once, as ``browser`` (its cookies); each answer's status and JSON."""
+        cookie = "; ".join(f"{name}={value}" for name, value in browser.cookies.items())
+
+        async def one(client: aiohttp.ClientSession, path: str) -> tuple[int, Any]:
+            async with client.get(self.url + path, allow_redirects=False) as response:
+                body = await response.json() if response.status == 200 else response.headers
+                return response.status, body
+
+        async def every() -> list[tuple[int, Any]]:
+            async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                headers={"Cookie": cookie},
+                timeout=aiohttp.ClientTimeout(total=WAIT),
+            ) as client:
+                return list(await asyncio.gather(*(one(client, path) for path in paths)))
+
+        return asyncio.run(every())
+
+
+def subprocess_database_url() -> str:
+    """DATABASE_URL for this test run's database, as another process must spell it."""
+    if db_connection.vendor == "postgresql":
+        return database_url()
+    return f"sqlite:///{db_connection.settings_dict['NAME']}"
+
+
+@pytest.fixture
+def asgi_site(sandbox: Sandbox) -> Iterator[AsgiSite]:
+    """``uvicorn example_project.asgi:application`` on a socket this test bound (so there is no
+    port to race for), pointing at the sandbox like the rest of the example project."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(2048)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "example_project.settings",
+        "DATABASE_URL": subprocess_database_url(),
+        "DATABASE_POOL_SIZE": "30",
+        "SITE_URL": sandbox.url,
+        "OAUTH_CONNECT_KEYS": ",".join(conf.encryption_keys()),
+        "LOG_LEVEL": "WARNING",
+    }
+    command = [sys.executable, "-m", "uvicorn", "example_project.asgi:application"]
+    process = subprocess.Popen(
+        [*command, "--fd", str(listener.fileno()), "--log-level", "warning", "--no-access-log"],
+        cwd=REPO,
+        env=env,
+        pass_fds=[listener.fileno()],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    site = AsgiSite(f"http://127.0.0.1:{listener.getsockname()[1]}", process)
+    try:
+        _wait_until_serving(site)
+        yield site
+    finally:
+        process.terminate()
+        try:
+            _, stderr = process.communicate(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, stderr = process.communicate()
+        listener.close()
+        assert "Traceback" not in stderr, stderr
+
+
+def _wait_until_serving(site: AsgiSite) -> None:
+    deadline = time.monotonic() + WAIT
+    while True:
+        try:
+            requests.get(site.url + "/accounts/login/", timeout=WAIT).raise_for_status()
+            return
+        except requests.ConnectionError:
+            if site.process.poll() is not None:
+                raise AssertionError(f"uvicorn exited: {site.process.communicate()[1]}") from None
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)  # a process starting: there is no clock to move
+
+
+def connected(sandbox: Sandbox, browser: requests.Session, organisation: Any) -> Connection:
+    sandbox.connect(browser, "apicbase")
+    return Connection.objects.get(tenant=organisation, provider="apicbase")
+
+
+def assert_refreshed_once(sandbox: Sandbox, connection: Connection, mark: int) -> None:
+    """The sandbox issued one token set since ``mark``, and it is the one we store."""
+    assert sandbox.issued_since("apicbase", mark) == 1
+    stored = Connection.objects.get(pk=connection.pk)
+    assert stored.status == Connection.Status.ACTIVE
+    assert stored.refresh_token == sandbox.newest_refresh_token("apicbase").token
+    assert sandbox.access_tokens("apicbase").get().token == stored.access_token
+    assert event_kinds(stored) == ["connected", "refreshed"]
+
+
+RECIPES = {"results": [{"id": 1, "name": "Tomato soup"}, {"id": 2, "name": "Focaccia"}]}
+
+
+def test_requests_finding_an_expired_token_refresh_it_once(
+    asgi_site: AsgiSite, sandbox: Sandbox, browser: requests.Session, organisation: Any
+) -> None:
+    connection = connected(sandbox, browser, organisation)
+    sandbox.expire(connection)
+    mark = sandbox.mark("apicbase")
+
+    answers = asgi_site.get_all(browser, ["/recipes/async/"] * REQUESTS)
+
+    assert answers == [(200, RECIPES)] * REQUESTS
+    assert_refreshed_once(sandbox, connection, mark)
+
+
+def test_a_storm_of_401s_refreshes_once(
+    asgi_site: AsgiSite, sandbox: Sandbox, browser: requests.Session, organisation: Any
+) -> None:
+    """Our row says the token is good; the sandbox has expired it: every request meets a 401."""
+    connection = connected(sandbox, browser, organisation)
+    AccessToken.objects.filter(token=connection.access_token).update(
+        expires=timezone.now() - timedelta(minutes=1)
+    )
+    mark = sandbox.mark("apicbase")
+
+    answers = asgi_site.get_all(browser, ["/recipes/async/"] * REQUESTS)
+
+    assert answers == [(200, RECIPES)] * REQUESTS
+    assert_refreshed_once(sandbox, connection, mark)
+
+
+def test_a_token_about_to_expire_is_refreshed_before_the_call(
+    asgi_site: AsgiSite, sandbox: Sandbox, browser: requests.Session, organisation: Any
+) -> None:
+    connection = connected(sandbox, browser, organisation)
+    # Within REFRESH_LEEWAY (five minutes) in our row, for a token issued an hour ago; still
+    # valid at the sandbox.
+    Connection.objects.filter(pk=connection.pk).update(
+        expires_at=timezone.now() + timedelta(minutes=2),
+        last_refreshed_at=timezone.now() - timedelta(hours=1),
+    )
+    mark = sandbox.mark("apicbase")
+
+    answers = asgi_site.get_all(browser, ["/recipes/async/"] * 50)
+
+    assert answers == [(200, RECIPES)] * 50
+    assert_refreshed_once(sandbox, connection, mark)
+
+
+def test_sync_and_async_views_racing_refresh_once(
+    asgi_site: AsgiSite, sandbox: Sandbox, browser: requests.Session, organisation: Any
+) -> None:
+    """The async view and its sync twin (run by Django on threads) in one uvicorn process, and
+    on PostgreSQL sync workers of another process (this one) too."""
+    connection = connected(sandbox, browser, organisation)
+    sandbox.expire(connection)
+    mark = sandbox.mark("apicbase")
+    paths = ["/recipes/async/", "/recipes/"] * (REQUESTS // 2)
+
+    sync_outcomes: list[Any] = []
+    if postgres_configured():
+
+        def sync_worker() -> int:
+            session = Connection.objects.get(pk=connection.pk).session()
+            return int(session.get("library/recipes/").status_code)
+
+        racer = threading.Thread(target=lambda: sync_outcomes.extend(race(8, sync_worker)))
+        racer.start()
+    answers = asgi_site.get_all(browser, paths)
+    if postgres_configured():
+        racer.join(WAIT)
+        assert sync_outcomes == [200] * 8
+
+    assert answers == [(200, RECIPES)] * REQUESTS
+    assert_refreshed_once(sandbox, connection, mark)
+
+
+@pytest.mark.parametrize(
+    "status", [Connection.Status.REAUTH_REQUIRED, Connection.Status.DISCONNECTED]
+)
+def test_an_unusable_connection_sends_the_person_to_the_connections_page(
+    asgi_site: AsgiSite,
+    sandbox: Sandbox,
+    browser: requests.Session,
+    organisation: Any,
+    status: str,
+) -> None:
+    connection = connected(sandbox, browser, organisation)
+    Connection.objects.filter(pk=connection.pk).update(status=status)
+
+    ((code, headers),) = asgi_site.get_all(browser, ["/recipes/async/"])
+
+    assert code == 302
+    assert headers["Location"] == "/connections/"
