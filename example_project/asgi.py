@@ -1,6 +1,6 @@
 """The example project under an ASGI server, where its async view runs on the event loop:
 
-    uvicorn example_project.asgi:application --port 8000
+uvicorn example_project.asgi:application --port 8000
 """
 
 import os
