@@ -9,14 +9,16 @@ rotates, so drift on the machine hits every contender alike. Per contender it pr
 over rounds, per call: wall time; CPU time of the event loop's thread (``time.thread_time``);
 and CPU time of this whole process, which is the loop's thread plus any thread a client hands
 work to (the server's CPU is not ours in either). Ratios are to the floor; the targets are
-``connection.asession()`` at most 1.05x the floor, and no slower than Authlib.
+``connection.asession()`` at most 1.05x the floor, and no slower than Authlib. A fourth row,
+a diagnostic, is the same session with its shared client's ``trust_env`` switched off: with it
+on, aiohttp looks up ``~/.netrc`` and the proxy variables on an executor thread per request.
 
 It counts the SQL statements run while opening the session and during its calls (target: 0).
 Then a breakdown, one call at a time, timed in place with thread CPU time: the loop's CPU
 inside aiohttp's ``ClientSession._request`` and ``ClientResponse.read``, the rest (the
 caller's wrapper: ours, or ``async with`` for the floor), the CPU that executor threads spend
-per call and how many hand-offs to them a call makes; and the same session with the shared
-client's ``trust_env`` switched off, to show what the per-request environment lookups cost.
+per call and how many hand-offs to them a call makes. The probe's own wrappers add a few µs to
+every row of it.
 
     pip install -e ".[bench]"
     python benchmarks/bench_asession.py
@@ -38,13 +40,16 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 # This directory is on sys.path when a benchmark runs as a script; bench_session puts the
 # repository's root there too.
 from bench_async_clients import _in_batches, serve
 from bench_refresh import StatementCounter
 from bench_session import BODY, setup_django
+
+if TYPE_CHECKING:  # imported for real once Django is set up
+    from oauth_connect.services.asession import AsyncConnectionSession
 
 TOKEN = "bench-access-token"  # what bench_session.setup_django stores
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
@@ -128,12 +133,16 @@ class Probe:
             (session, "_request", self._timed_async(session._request, "request")),
             (response, "read", self._timed_async(response.read, "read")),
             (session, "_get_netrc_auth", self._timed_worker(session._get_netrc_auth)),
-            (module, "get_env_proxy_for_url", self._timed_worker(module.get_env_proxy_for_url)),
+            (
+                module,
+                "get_env_proxy_for_url",
+                self._timed_worker(vars(module)["get_env_proxy_for_url"]),
+            ),
         ]
         self._originals = [(owner, name, getattr(owner, name)) for owner, name, _ in wrapped]
         for owner, name, wrapper in wrapped:
             setattr(owner, name, wrapper)
-        loop.run_in_executor = counted  # type: ignore[method-assign]
+        loop.run_in_executor = counted  # type: ignore[method-assign,assignment]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -151,11 +160,11 @@ class Contenders(NamedTuple):
 
 async def contenders(url: str, connection: Any) -> Contenders:
     import aiohttp
-    from authlib.integrations.httpx_client import AsyncOAuth2Client
+    from authlib.integrations.httpx_client import AsyncOAuth2Client  # type: ignore[import-untyped]
 
     plain = aiohttp.ClientSession()
     with StatementCounter() as opening:
-        api = await connection.asession()
+        api: AsyncConnectionSession = await connection.asession()
     token = {
         "access_token": TOKEN,
         "refresh_token": "bench-refresh-token",
@@ -188,40 +197,47 @@ async def contenders(url: str, connection: Any) -> Contenders:
     return Contenders(calls, api._client, opening.statements, close)
 
 
+class Runner:
+    """Runs a contender, switching the shared client's ``trust_env`` off for OURS_NO_ENV only,
+    and counting the SQL statements of both of our session's runs."""
+
+    def __init__(self, contenders: Contenders) -> None:
+        self.calls, self.shared = contenders.calls, contenders.shared
+        self.trust_env: bool = self.shared._trust_env  # as shipped
+        self.sql = StatementCounter()
+        self.ours_calls = 0
+
+    async def __call__(self, name: str, calls: int, concurrency: int) -> Sample:
+        self.shared._trust_env = self.trust_env and name != OURS_NO_ENV
+        if name not in (OURS, OURS_NO_ENV):
+            return await run(self.calls[name], calls, concurrency)
+        self.ours_calls += calls
+        with self.sql:
+            return await run(self.calls[name], calls, concurrency)
+
+
 async def bench(url: str, connection: Any, args: argparse.Namespace) -> None:
-    calls, shared, opening_statements, close = await contenders(url, connection)
-    names = list(calls)
+    contending = await contenders(url, connection)
+    contending.calls[OURS_NO_ENV] = contending.calls[OURS]  # a diagnostic: what trust_env costs
+    measure, names = Runner(contending), list(contending.calls)
     print(
         f"{args.calls} GETs per contender per round, {args.rounds} rounds interleaved; "
         f"{os.cpu_count()} cores, Python {platform.python_version()}; medians, µs per call"
     )
-    counter = StatementCounter()
-    ours_calls = 0
     for concurrency in args.concurrency:
         samples: dict[str, list[Sample]] = {name: [] for name in names}
         for name in names:  # warm-up: imports, connections, caches
-            with counter if name == OURS else _nothing():
-                await run(calls[name], 200, concurrency)
+            await measure(name, 200, concurrency)
         for number in range(args.rounds):
             for name in names[number % len(names) :] + names[: number % len(names)]:
-                with counter if name == OURS else _nothing():
-                    samples[name].append(await run(calls[name], args.calls, concurrency))
-        ours_calls += 200 + args.rounds * args.calls
+                samples[name].append(await measure(name, args.calls, concurrency))
         report(f"{concurrency} at a time", {name: medians(s) for name, s in samples.items()})
     print(
-        f"\nSQL statements opening connection.asession(): {opening_statements}; "
-        f"during its {ours_calls} calls: {counter.statements}"
+        f"\nSQL statements opening connection.asession(): {contending.opening_statements}; "
+        f"during its {measure.ours_calls} calls: {measure.sql.statements}"
     )
-    await breakdown(calls, shared, args)
-    await close()
-
-
-class _nothing:  # noqa: N801 - used as a context manager, like contextlib's
-    def __enter__(self) -> None:
-        pass
-
-    def __exit__(self, *exc: object) -> None:
-        pass
+    await breakdown(measure, args)
+    await contending.close()
 
 
 def report(title: str, results: dict[str, Sample]) -> None:
@@ -239,23 +255,18 @@ def report(title: str, results: dict[str, Sample]) -> None:
         )
 
 
-async def breakdown(calls: dict[str, Call], shared: Any, args: argparse.Namespace) -> None:
+async def breakdown(measure: Runner, args: argparse.Namespace) -> None:
     """One call at a time, under the probe: where the loop thread's CPU goes."""
-    variants = [(PLAIN, calls[PLAIN], None), (OURS, calls[OURS], None)]
-    variants.append((OURS_NO_ENV, calls[OURS], False))
-    rows: dict[str, list[list[float]]] = {name: [] for name, _, _ in variants}
-    trust_env = shared._trust_env
+    rows: dict[str, list[list[float]]] = {name: [] for name in (PLAIN, OURS, OURS_NO_ENV)}
     for _ in range(args.rounds):
-        for name, call, env in variants:
-            shared._trust_env = trust_env if env is None else env
+        for name, row in rows.items():
             with Probe() as probe:
-                sample = await run(call, args.calls, 1)
+                sample = await measure(name, args.calls, 1)
             per_call = [x / args.calls * 1e6 for x in (probe.request, probe.read, probe.worker)]
             rest = sample.loop_cpu - per_call[0] - per_call[1]
             hops = probe.hops / args.calls
-            rows[name].append([sample.loop_cpu, *per_call[:2], rest, per_call[2], hops])
-            rows[name][-1] += [sample.process_cpu, sample.wall]
-    shared._trust_env = trust_env
+            row.append([sample.loop_cpu, *per_call[:2], rest, per_call[2], hops])
+            row[-1] += [sample.process_cpu, sample.wall]
     print(
         "\nBreakdown, 1 at a time, timed in place (µs per call; medians; 'rest' is the "
         "caller's own code: our session's wrapper, or the floor's `async with`)\n"

@@ -22,10 +22,12 @@ from asgiref.sync import sync_to_async
 from multidict import CIMultiDict
 
 from .. import conf
-from .._internal.aio_client import shared_client
+from .._internal.aio_client import close_shared_client, shared_client
 from ..models import Connection
 from .flight import Flight, flight_for
 from .session_tokens import DEFAULT, SessionTokens, origin_of, raise_unless_usable
+
+__all__ = ["AsyncConnectionSession", "close_shared_client", "connection_asession"]
 
 #: Statuses whose Location is followed (within the API's origin), as requests does.
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})

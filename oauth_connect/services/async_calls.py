@@ -5,6 +5,8 @@ exactly as they do in a sync view. ``connection`` is updated in place, as by the
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from asgiref.sync import sync_to_async
 
 from ..models import Connection
@@ -13,9 +15,12 @@ from .disconnect import disconnect
 from .refresh import refresh_connection, rotate_token
 
 
-async def arefresh_connection(connection: Connection, force: bool = False) -> bool:
+async def arefresh_connection(
+    connection: Connection, force: bool = False, *, due_within: timedelta | None = None
+) -> bool:
     """:func:`refresh_connection`, awaitable."""
-    return await sync_to_async(refresh_connection, thread_sensitive=True)(connection, force)
+    refresh = sync_to_async(refresh_connection, thread_sensitive=True)
+    return await refresh(connection, force, due_within=due_within)
 
 
 async def acheck_connection(connection: Connection) -> str:

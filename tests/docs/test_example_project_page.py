@@ -6,12 +6,24 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import requests
 from django.contrib.auth import authenticate
 from django.core.management import CommandError, call_command
 from oauth2_provider.models import Application
 
 from example_project import settings as example_settings
 from example_project.tenants.models import Organisation
+from tests.e2e.asgi import uvicorn_serving
+
+
+def serves_under_uvicorn(arguments: list[str]) -> None:
+    """The page's uvicorn command serves the project (on a free port, not 8000): the login page,
+    and the async view, which sends a stranger to log in."""
+    assert arguments[-2:] == ["--port", "8000"]
+    with uvicorn_serving(arguments[:-2]) as site:
+        (answer,) = site.get_all(requests.Session(), ["/recipes/async/"])
+    assert answer[0] == 302
+    assert answer[1]["Location"] == "/accounts/login/?next=/recipes/async/"
 
 
 @pytest.mark.django_db
@@ -20,7 +32,7 @@ def test_setup_demo_prepares_the_demo_login_and_the_sandbox_clients(
 ) -> None:
     settings.SITE_URL = "http://127.0.0.1:8000"
     settings.OAUTH_CONNECT = example_settings.OAUTH_CONNECT  # the sandbox-backed providers
-    run = run_docs_page("example-project.md")
+    run = run_docs_page("example-project.md", commands={"uvicorn": serves_under_uvicorn})
 
     [printed] = run.output_of("setup_demo")
     assert printed.strip() == run.output_of("Ready.").strip()

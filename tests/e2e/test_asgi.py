@@ -9,124 +9,34 @@ connection, and 200 of them would exceed the server's default ``max_connections`
 
 from __future__ import annotations
 
-import asyncio
-import os
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import aiohttp
 import pytest
 import requests
-from django.db import connection as db_connection
 from django.utils import timezone
 from oauth2_provider.models import AccessToken
 
-from oauth_connect import conf
 from oauth_connect.models import Connection
 from tests.conftest import postgres_configured, race
 
+from .asgi import WAIT, AsgiSite, uvicorn_serving
 from .conftest import Sandbox, event_kinds
-from .processes import REPO, database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 REQUESTS = 200
-#: How long uvicorn may take to start, and any request to answer.
-WAIT = 60.0
-
-
-@dataclass
-class AsgiSite:
-    url: str
-    process: subprocess.Popen[str]
-
-    def get_all(self, browser: requests.Session, paths: list[str]) -> list[tuple[int, Any]]:
-        """GET every path at once, as ``browser`` (its cookies); each answer's status and JSON."""
-        cookie = "; ".join(f"{name}={value}" for name, value in browser.cookies.items())
-
-        async def one(client: aiohttp.ClientSession, path: str) -> tuple[int, Any]:
-            async with client.get(self.url + path, allow_redirects=False) as response:
-                body = await response.json() if response.status == 200 else response.headers
-                return response.status, body
-
-        async def every() -> list[tuple[int, Any]]:
-            async with aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0),
-                cookie_jar=aiohttp.DummyCookieJar(),
-                headers={"Cookie": cookie},
-                timeout=aiohttp.ClientTimeout(total=WAIT),
-            ) as client:
-                return list(await asyncio.gather(*(one(client, path) for path in paths)))
-
-        return asyncio.run(every())
-
-
-def subprocess_database_url() -> str:
-    """DATABASE_URL for this test run's database, as another process must spell it."""
-    if db_connection.vendor == "postgresql":
-        return database_url()
-    return f"sqlite:///{db_connection.settings_dict['NAME']}"
 
 
 @pytest.fixture
 def asgi_site(sandbox: Sandbox) -> Iterator[AsgiSite]:
-    """``uvicorn example_project.asgi:application`` on a socket this test bound (so there is no
-    port to race for), pointing at the sandbox like the rest of the example project."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(2048)
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "example_project.settings",
-        "DATABASE_URL": subprocess_database_url(),
-        "DATABASE_POOL_SIZE": "30",
-        "SITE_URL": sandbox.url,
-        "OAUTH_CONNECT_KEYS": ",".join(conf.encryption_keys()),
-        "LOG_LEVEL": "WARNING",
-    }
-    command = [sys.executable, "-m", "uvicorn", "example_project.asgi:application"]
-    process = subprocess.Popen(
-        [*command, "--fd", str(listener.fileno()), "--log-level", "warning", "--no-access-log"],
-        cwd=REPO,
-        env=env,
-        pass_fds=[listener.fileno()],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    site = AsgiSite(f"http://127.0.0.1:{listener.getsockname()[1]}", process)
-    try:
-        _wait_until_serving(site)
+    """``uvicorn example_project.asgi:application``, pointing at the sandbox like the rest of the
+    example project."""
+    arguments = ["example_project.asgi:application"]
+    with uvicorn_serving(arguments, SITE_URL=sandbox.url, DATABASE_POOL_SIZE="30") as site:
         yield site
-    finally:
-        process.terminate()
-        try:
-            _, stderr = process.communicate(timeout=WAIT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            _, stderr = process.communicate()
-        listener.close()
-        assert "Traceback" not in stderr, stderr
-
-
-def _wait_until_serving(site: AsgiSite) -> None:
-    deadline = time.monotonic() + WAIT
-    while True:
-        try:
-            requests.get(site.url + "/accounts/login/", timeout=WAIT).raise_for_status()
-            return
-        except requests.ConnectionError:
-            if site.process.poll() is not None:
-                raise AssertionError(f"uvicorn exited: {site.process.communicate()[1]}") from None
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)  # a process starting: there is no clock to move
 
 
 def connected(sandbox: Sandbox, browser: requests.Session, organisation: Any) -> Connection:
