@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -19,6 +20,7 @@ from asgiref.sync import async_to_sync
 from django.utils import timezone
 
 from oauth_connect.exceptions import (
+    ConfigurationError,
     ConnectionUnavailable,
     DeadlineExceeded,
     ProviderError,
@@ -497,3 +499,13 @@ def test_the_async_service_calls(
     assert "accepted the token" in checked
     assert connection.status == Connection.Status.DISCONNECTED
     assert Connection.objects.get(pk=connection.pk).status == Connection.Status.DISCONNECTED
+
+
+def test_without_the_async_extra_asession_says_what_to_install(
+    make_connection: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delitem(sys.modules, "oauth_connect.services.asession", raising=False)
+    monkeypatch.delitem(sys.modules, "oauth_connect._internal.aio_client", raising=False)
+    monkeypatch.setitem(sys.modules, "aiohttp", None)  # what an import of a missing one meets
+    with pytest.raises(ConfigurationError, match=r'pip install "oauth_connect\[async\]"'):
+        make_connection().asession()
