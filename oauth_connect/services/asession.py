@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import math
 from collections.abc import Callable, Generator, Mapping
 from typing import Any
 from urllib.parse import urljoin
@@ -214,7 +215,12 @@ class AsyncConnectionSession(SessionTokens):
 
     def _client_timeout(self, deadline: float | None) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(
-            total=deadline, sock_connect=self.timeout, sock_read=self.timeout
+            total=deadline,
+            sock_connect=self.timeout,
+            sock_read=self.timeout,
+            # aiohttp rounds timeouts over 5 s up to a whole second of its clock; the deadline
+            # is the one the sync session keeps, to the millisecond.
+            ceil_threshold=math.inf,
         )
 
     async def _send(
