@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
-from .. import __version__
+from .http import MAX_ORIGINS, USER_AGENT
 
-USER_AGENT = f"oauth-connect/{__version__}"
 REDACTED = "[redacted]"
 
 
@@ -38,31 +40,53 @@ class ApiResponse(aiohttp.ClientResponse):
         return aiohttp.RequestInfo(sent.url, sent.method, CIMultiDictProxy(headers), sent.real_url)
 
 
-class _Shared:
-    __slots__ = ("client", "keeper")
+class SharedClient:
+    """An event loop's aiohttp client, and the environment's proxy for each origin it calls."""
+
+    __slots__ = ("client", "keeper", "_proxies")
 
     def __init__(self, client: aiohttp.ClientSession, keeper: AsyncIterator[None]) -> None:
         self.client = client
         self.keeper = keeper
+        self._proxies: dict[str, dict[str, Any]] = {}
+
+    def proxy_arguments(self, origin: str) -> dict[str, Any]:
+        """``proxy=`` (and ``proxy_auth=``) for requests to ``origin``, as ``HTTPS_PROXY``,
+        ``NO_PROXY`` and the like say; read once per origin. aiohttp's ``trust_env`` would
+        read them, and ``~/.netrc``, on a thread at every request: two thread hand-offs that
+        tripled a call's CPU (benchmarks/bench_asession.py), and a netrc entry for the API's
+        host made every request fail (its credentials clash with our Authorization header)."""
+        arguments = self._proxies.get(origin)
+        if arguments is None:
+            if len(self._proxies) >= MAX_ORIGINS:  # one client meets every tenant's hosts
+                self._proxies.clear()
+            try:
+                proxy, proxy_auth = get_env_proxy_for_url(URL(origin))
+            except LookupError:
+                arguments = {}
+            else:
+                arguments = {"proxy": proxy, "proxy_auth": proxy_auth}
+            self._proxies[origin] = arguments
+        return arguments
 
 
-_clients: dict[asyncio.AbstractEventLoop, _Shared] = {}
+_clients: dict[asyncio.AbstractEventLoop, SharedClient] = {}
 _clients_guard = threading.Lock()  # several loops may run in several threads
 
 
-async def shared_client() -> aiohttp.ClientSession:
+async def shared_client() -> SharedClient:
     """This event loop's client, made on first use."""
     loop = asyncio.get_running_loop()
     shared = _clients.get(loop)
     if shared is not None and not shared.client.closed:
-        return shared.client
+        return shared
     client = aiohttp.ClientSession(
         headers={"User-Agent": USER_AGENT},
         # One client serves every tenant: a cookie one tenant's API set must never ride along
         # with the next tenant's call.
         cookie_jar=aiohttp.DummyCookieJar(),
-        # As requests does: HTTPS_PROXY, NO_PROXY and the like apply.
-        trust_env=True,
+        # The environment's proxies are read once per origin instead: see proxy_arguments().
+        trust_env=False,
         response_class=ApiResponse,
     )
     keeper = _keep(loop, client)
@@ -72,8 +96,8 @@ async def shared_client() -> aiohttp.ClientSession:
             # A loop closed without shutting its generators down: nothing can close the client
             # any more, but it needn't stay in memory.
             del _clients[other]
-        _clients[loop] = _Shared(client, keeper)
-    return client
+        shared = _clients[loop] = SharedClient(client, keeper)
+    return shared
 
 
 async def _keep(

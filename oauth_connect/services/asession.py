@@ -23,7 +23,7 @@ from asgiref.sync import sync_to_async
 from multidict import CIMultiDict
 
 from .. import conf
-from .._internal.aio_client import close_shared_client, shared_client
+from .._internal.aio_client import SharedClient, close_shared_client, shared_client
 from ..models import Connection
 from .flight import Flight, flight_for
 from .session_tokens import DEFAULT, SessionTokens, origin_of, raise_unless_usable
@@ -68,9 +68,9 @@ class OpeningSession:
 
     async def _open(self) -> AsyncConnectionSession:
         connection, timeout, deadline = self._args
-        client = await shared_client()
+        shared = await shared_client()
         return AsyncConnectionSession(
-            connection, client, flight_for(connection), timeout=timeout, deadline=deadline
+            connection, shared, flight_for(connection), timeout=timeout, deadline=deadline
         )
 
 
@@ -88,16 +88,17 @@ class AsyncConnectionSession(SessionTokens):
     def __init__(
         self,
         connection: Connection,
-        client: aiohttp.ClientSession,
+        shared: SharedClient,
         flight: Flight,
         *,
         timeout: float | None = None,
         deadline: float | None = DEFAULT,
     ) -> None:
         self.timeout = conf.http_timeout() if timeout is None else timeout
-        self._client = client
+        self._client = shared.client
         self._flight = flight
         SessionTokens.__init__(self, connection, deadline)
+        self._proxy = shared.proxy_arguments(self._origin)
         if flight.newer_than(connection):
             # Loaded before a refresh this loop made since: its tokens may be spent already.
             flight.copy_to(connection)
@@ -155,6 +156,8 @@ class AsyncConnectionSession(SessionTokens):
             await self._refresh_after_refusal(self._access_token)
         resendable = _resendable(kwargs)
         headers = kwargs.pop("headers", None)
+        if self._proxy and "proxy" not in kwargs:
+            kwargs = {**self._proxy, **kwargs}
         sent = self._access_token
         response, retry = await self._send(
             method, url, deadline, stream, resendable, headers, kwargs

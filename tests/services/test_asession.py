@@ -509,3 +509,38 @@ def test_without_the_async_extra_asession_says_what_to_install(
     monkeypatch.setitem(sys.modules, "aiohttp", None)  # what an import of a missing one meets
     with pytest.raises(ConfigurationError, match=r'pip install "oauth_connect\[async\]"'):
         make_connection().asession()
+
+
+def test_a_netrc_entry_for_the_api_host_neither_replaces_the_token_nor_fails(
+    api_settings: FakeApi, make_connection: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password netrc-password\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    connection = make_connection()
+
+    async def scenario() -> int:
+        return (await (await connection.asession()).get("accounts/me/")).status
+
+    assert run(scenario) == 200
+    assert api_settings.tokens_seen() == ["Bearer access-token-1"]
+
+
+def test_the_environments_proxy_is_used(
+    api_settings: FakeApi, make_connection: Any, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    """The fake API plays the proxy: the API's host doesn't resolve, so only a request sent
+    through the proxy can reach it."""
+    settings.OAUTH_CONNECT["PROVIDERS"]["apicbase"]["API_URL"] = (
+        "http://api.unresolvable.test/api/v1/"
+    )
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{api_settings.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    connection = make_connection()
+
+    async def scenario() -> int:
+        return (await (await connection.asession()).get("accounts/me/")).status
+
+    assert run(scenario) == 200
+    assert api_settings.calls == [("GET", "/accounts/me/", "Bearer access-token-1")]
