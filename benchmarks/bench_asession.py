@@ -9,20 +9,25 @@ rotates, so drift on the machine hits every contender alike. Per contender it pr
 over rounds, per call: wall time; CPU time of the event loop's thread (``time.thread_time``);
 and CPU time of this whole process, which is the loop's thread plus any thread a client hands
 work to (the server's CPU is not ours in either). Ratios are to the floor; the targets are
-``connection.asession()`` at most 1.05x the floor, and no slower than Authlib. A fourth row,
-a diagnostic, is the same session with its shared client's ``trust_env`` switched off: with it
-on, aiohttp looks up ``~/.netrc`` and the proxy variables on an executor thread per request.
+``connection.asession()`` at most 1.05x the floor, and no slower than Authlib.
 
 It counts the SQL statements run while opening the session and during its calls (target: 0).
 Then a breakdown, one call at a time, timed in place with thread CPU time: the loop's CPU
 inside aiohttp's ``ClientSession._request`` and ``ClientResponse.read``, the rest (the
-caller's wrapper: ours, or ``async with`` for the floor), the CPU that executor threads spend
-per call and how many hand-offs to them a call makes. The probe's own wrappers add a few µs to
-every row of it.
+caller's wrapper: ours, or ``async with`` for the floor), and how many hand-offs to executor
+threads a call makes (aiohttp's ``trust_env`` made two a call, which is why the session reads
+the environment's proxy itself). The probe's own wrappers add a few µs to every row of it.
 
     pip install -e ".[bench]"
     python benchmarks/bench_asession.py
     python benchmarks/bench_asession.py --calls 3000 --rounds 7 --concurrency 1 20
+    python benchmarks/bench_asession.py --instructions
+
+On a shared machine the CPU figures move by 10% from run to run, more than the 5% target.
+``--instructions`` counts instead, with valgrind's callgrind, which is repeatable whatever else
+the machine does: each contender runs alone under callgrind twice, with ``--calls`` and with
+1,000 calls more, and the difference over 1,000 is its instructions per call (start-up and
+Django set-up cancel out). The server runs untraced.
 
 Run by hand; it asserts nothing.
 """
@@ -37,7 +42,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -54,7 +58,6 @@ if TYPE_CHECKING:  # imported for real once Django is set up
 TOKEN = "bench-access-token"  # what bench_session.setup_django stores
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 PLAIN, OURS, AUTHLIB = "aiohttp.ClientSession (floor)", "connection.asession()", "Authlib"
-OURS_NO_ENV = "asession(), trust_env off"
 
 Call = Callable[[], Awaitable[bytes]]
 
@@ -87,14 +90,12 @@ def medians(samples: list[Sample]) -> Sample:
 
 
 class Probe:
-    """Thread CPU inside aiohttp's request and read (on the loop's thread), in the environment
-    lookups aiohttp runs on executor threads when ``trust_env`` is on, and the hand-offs to
-    executor threads: patched in place while it is entered."""
+    """Thread CPU inside aiohttp's request and read (on the loop's thread), and the hand-offs
+    to executor threads: patched in place while it is entered."""
 
     def __init__(self) -> None:
-        self.request = self.read = self.worker = 0.0
+        self.request = self.read = 0.0
         self.hops = 0
-        self._lock = threading.Lock()
 
     def _timed_async(self, original: Any, field: str) -> Any:
         async def timed(*args: Any, **kwargs: Any) -> Any:
@@ -106,20 +107,8 @@ class Probe:
 
         return timed
 
-    def _timed_worker(self, original: Any) -> Any:
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.thread_time()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                with self._lock:
-                    self.worker += time.thread_time() - start
-
-        return timed
-
     def __enter__(self) -> Probe:
         import aiohttp
-        import aiohttp.client
 
         self._loop = loop = asyncio.get_running_loop()
         run_in_executor = loop.run_in_executor
@@ -128,16 +117,10 @@ class Probe:
             self.hops += 1
             return run_in_executor(*args)
 
-        session, response, module = aiohttp.ClientSession, aiohttp.ClientResponse, aiohttp.client
+        session, response = aiohttp.ClientSession, aiohttp.ClientResponse
         wrapped = [
             (session, "_request", self._timed_async(session._request, "request")),
             (response, "read", self._timed_async(response.read, "read")),
-            (session, "_get_netrc_auth", self._timed_worker(session._get_netrc_auth)),
-            (
-                module,
-                "get_env_proxy_for_url",
-                self._timed_worker(vars(module)["get_env_proxy_for_url"]),
-            ),
         ]
         self._originals = [(owner, name, getattr(owner, name)) for owner, name, _ in wrapped]
         for owner, name, wrapper in wrapped:
@@ -153,7 +136,6 @@ class Probe:
 
 class Contenders(NamedTuple):
     calls: dict[str, Call]
-    shared: Any  # the aiohttp client the session sends through (this loop's)
     opening_statements: int  # SQL run by ``await connection.asession()``
     close: Callable[[], Awaitable[None]]
 
@@ -194,22 +176,19 @@ async def contenders(url: str, connection: Any) -> Contenders:
         await authlib.aclose()
 
     calls: dict[str, Call] = {PLAIN: with_plain, OURS: with_ours, AUTHLIB: with_authlib}
-    return Contenders(calls, api._client, opening.statements, close)
+    return Contenders(calls, opening.statements, close)
 
 
 class Runner:
-    """Runs a contender, switching the shared client's ``trust_env`` off for OURS_NO_ENV only,
-    and counting the SQL statements of both of our session's runs."""
+    """Runs a contender, counting the SQL statements of our session's runs."""
 
     def __init__(self, contenders: Contenders) -> None:
-        self.calls, self.shared = contenders.calls, contenders.shared
-        self.trust_env: bool = self.shared._trust_env  # as shipped
+        self.calls = contenders.calls
         self.sql = StatementCounter()
         self.ours_calls = 0
 
     async def __call__(self, name: str, calls: int, concurrency: int) -> Sample:
-        self.shared._trust_env = self.trust_env and name != OURS_NO_ENV
-        if name not in (OURS, OURS_NO_ENV):
+        if name != OURS:
             return await run(self.calls[name], calls, concurrency)
         self.ours_calls += calls
         with self.sql:
@@ -218,7 +197,6 @@ class Runner:
 
 async def bench(url: str, connection: Any, args: argparse.Namespace) -> None:
     contending = await contenders(url, connection)
-    contending.calls[OURS_NO_ENV] = contending.calls[OURS]  # a diagnostic: what trust_env costs
     measure, names = Runner(contending), list(contending.calls)
     print(
         f"{args.calls} GETs per contender per round, {args.rounds} rounds interleaved; "
@@ -257,36 +235,69 @@ def report(title: str, results: dict[str, Sample]) -> None:
 
 async def breakdown(measure: Runner, args: argparse.Namespace) -> None:
     """One call at a time, under the probe: where the loop thread's CPU goes."""
-    rows: dict[str, list[list[float]]] = {name: [] for name in (PLAIN, OURS, OURS_NO_ENV)}
+    rows: dict[str, list[list[float]]] = {name: [] for name in (PLAIN, OURS)}
     for _ in range(args.rounds):
         for name, row in rows.items():
             with Probe() as probe:
                 sample = await measure(name, args.calls, 1)
-            per_call = [x / args.calls * 1e6 for x in (probe.request, probe.read, probe.worker)]
+            per_call = [x / args.calls * 1e6 for x in (probe.request, probe.read)]
             rest = sample.loop_cpu - per_call[0] - per_call[1]
             hops = probe.hops / args.calls
-            row.append([sample.loop_cpu, *per_call[:2], rest, per_call[2], hops])
+            row.append([sample.loop_cpu, *per_call, rest, hops])
             row[-1] += [sample.process_cpu, sample.wall]
     print(
         "\nBreakdown, 1 at a time, timed in place (µs per call; medians; 'rest' is the "
         "caller's own code: our session's wrapper, or the floor's `async with`)\n"
         f"| {'client':<30} | loop CPU | in _request | in read | rest "
-        "| executor-thread CPU | hand-offs | process CPU | wall |\n"
+        "| hand-offs | process CPU | wall |\n"
         f"|{'-' * 32}|---------:|------------:|--------:|-----:"
-        "|--------------------:|----------:|------------:|-----:|"
+        "|----------:|------------:|-----:|"
     )
     table = {n: [statistics.median(c) for c in zip(*r, strict=True)] for n, r in rows.items()}
-    for name, (loop, request, read, rest, worker, hops, process, wall) in table.items():
+    for name, (loop, request, read, rest, hops, process, wall) in table.items():
         print(
             f"| {name:<30} | {loop:8.1f} | {request:11.1f} | {read:7.1f} | {rest:4.1f} "
-            f"| {worker:19.1f} | {hops:9.1f} | {process:11.1f} | {wall:4.0f} |"
+            f"| {hops:9.1f} | {process:11.1f} | {wall:4.0f} |"
         )
     print(
         f"our wrapper's own cost (rest, ours less the floor's): "
-        f"{table[OURS][3] - table[PLAIN][3]:.1f} µs a call; what trust_env costs the session: "
-        f"{table[OURS][6] - table[OURS_NO_ENV][6]:.1f} µs of process CPU, "
-        f"{table[OURS][7] - table[OURS_NO_ENV][7]:.0f} µs of wall a call"
+        f"{table[OURS][3] - table[PLAIN][3]:.1f} µs a call"
     )
+
+
+KEYS = {"plain": PLAIN, "ours": OURS, "authlib": AUTHLIB}
+
+
+async def only(url: str, connection: Any, name: str, calls: int) -> None:
+    """One contender, ``calls`` calls after a warm-up: what callgrind counts."""
+    contending = await contenders(url, connection)
+    call = contending.calls[name]
+    for _ in range(200 + calls):
+        await call()
+    await contending.close()
+
+
+def instructions(calls: int) -> None:
+    """Instructions per call of each contender, counted by callgrind."""
+
+    def collected(key: str, count: int) -> int:
+        run = subprocess.run(  # noqa: S603 - valgrind on this same script, fixed arguments
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
+            + [__file__, "--only", key, "--calls", str(count)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(run.stderr.rsplit("Collected : ", 1)[1].split()[0])
+
+    per_call = {
+        KEYS[key]: (collected(key, calls + 1000) - collected(key, calls)) / 1000 for key in KEYS
+    }
+    floor = per_call[PLAIN]
+    print(f"Instructions per call (callgrind; {calls} and {calls + 1000} calls, one at a time)")
+    print(f"| {'client':<30} | instructions | ratio |\n|{'-' * 32}|-------------:|------:|")
+    for name, count in per_call.items():
+        print(f"| {name:<30} | {count:12,.0f} | {count / floor:5.3f} |")
 
 
 def main() -> None:
@@ -294,10 +305,17 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000, help="GETs per contender per round")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 20])
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions with callgrind instead"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=KEYS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve()
+        return
+    if args.instructions:
+        instructions(args.calls)
         return
     # The API in a process of its own: its CPU is neither the loop thread's nor this process's.
     server = subprocess.Popen(  # noqa: S603 - this same script, fixed arguments
@@ -306,7 +324,10 @@ def main() -> None:
     try:
         url = server.stdout.readline().strip().removesuffix("recipes/")  # type: ignore[union-attr]
         connection = setup_django(url)  # a valid token: a refresh is a week away
-        asyncio.run(bench(url, connection, args))  # the session belongs to this loop
+        if args.only:
+            asyncio.run(only(url, connection, KEYS[args.only], args.calls))
+        else:
+            asyncio.run(bench(url, connection, args))  # the session belongs to this loop
     finally:
         server.terminate()
 

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
+import aiohttp
 import pytest
 import responses
 import time_machine
@@ -544,3 +545,17 @@ def test_the_environments_proxy_is_used(
 
     assert run(scenario) == 200
     assert api_settings.calls == [("GET", "/accounts/me/", "Bearer access-token-1")]
+
+
+def test_without_a_deadline_each_wait_for_data_has_the_timeout(
+    api_settings: FakeApi, make_connection: Any
+) -> None:
+    connection = make_connection()
+    api_settings.drip_pause = 1.0  # a byte a second: longer than the timeout
+
+    async def scenario() -> None:
+        api = await connection.asession(timeout=0.3)
+        await api.get("drip/", deadline=None)
+
+    with pytest.raises(aiohttp.ServerTimeoutError):
+        run(scenario)
