@@ -3,13 +3,15 @@ async one (served under ASGI: ``uvicorn example_project.asgi:application``)."""
 
 from __future__ import annotations
 
+import aiohttp
+import requests
 from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 
-from oauth_connect.exceptions import ConnectionUnavailable, ReauthorizationRequired
+from oauth_connect.exceptions import ConnectionUnavailable, ProviderError, ReauthorizationRequired
 from oauth_connect.models import Connection
 
 from .resolvers import current_organisation
@@ -31,6 +33,8 @@ def recipes(request: HttpRequest) -> HttpResponse:
     except (ReauthorizationRequired, ConnectionUnavailable):
         messages.info(request, "Apicbase needs you to connect it again.")
         return redirect("oauth_connect:list")
+    except (ProviderError, requests.RequestException) as err:
+        return _unavailable(err)
     if not response.ok:
         return JsonResponse({"apicbase_status": response.status_code}, status=502)
     return JsonResponse(response.json())
@@ -55,6 +59,15 @@ async def recipes_async(request: HttpRequest) -> HttpResponse:
     except (ReauthorizationRequired, ConnectionUnavailable):
         messages.info(request, "Apicbase needs you to connect it again.")
         return redirect("oauth_connect:list")
+    except (ProviderError, aiohttp.ClientError) as err:
+        return _unavailable(err)
     if not response.ok:
         return JsonResponse({"apicbase_status": response.status}, status=502)
     return JsonResponse(await response.json())
+
+
+def _unavailable(err: Exception) -> JsonResponse:
+    """Apicbase failed (down, too slow, a refresh it refused for now): a 502 that says so, not
+    a 500. Our errors carry no secret; a network error's class name is all that is shown."""
+    detail = err.detail if isinstance(err, ProviderError) else type(err).__name__
+    return JsonResponse({"error": f"Apicbase is unavailable: {detail}"}, status=502)
