@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,9 +13,11 @@ import requests
 from asgiref.sync import async_to_sync
 from django.contrib.messages.storage.fallback import FallbackStorage
 from django.test import AsyncRequestFactory
+from django.utils import timezone
 
 from example_project.sandbox.views import RECIPES
 from oauth_connect.models import Connection
+from tests.docs.test_services import closed_port_url
 from tests.e2e.conftest import Sandbox
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -26,6 +29,7 @@ def test_async_page(
     browser: requests.Session,
     organisation: Any,
     user: Any,
+    settings: Any,
 ) -> None:
     sandbox.connect(browser, "apicbase", label="production")
     sandbox.connect(browser, "apicbase")  # the view's: the tenant's connection without a label
@@ -45,6 +49,14 @@ def test_async_page(
     request.user = user
     response = async_to_sync(ns["recipes"])(request)
     assert (response.status_code, json.loads(response.content)) == (200, {"results": RECIPES})
+
+    # Apicbase's token endpoint down while the token has expired: a 502 saying so.
+    Connection.objects.filter(label="").update(expires_at=timezone.now() - timedelta(minutes=1))
+    providers = settings.OAUTH_CONNECT["PROVIDERS"]
+    providers["apicbase"] = {**providers["apicbase"], "TOKEN_URL": closed_port_url()}
+    response = async_to_sync(ns["recipes"])(request)
+    assert response.status_code == 502
+    assert "Apicbase token endpoint" in json.loads(response.content)["error"]
 
     Connection.objects.filter(label="").update(status=Connection.Status.REAUTH_REQUIRED)
     request = AsyncRequestFactory().get("/recipes/")
