@@ -9,13 +9,15 @@
         assert fake_api.tokens_seen() == ["Bearer access-token-1"]
 
 Routes under ``/api/v1/``: any path answers ``{"path": ...}`` to an accepted token and 401
-otherwise; ``redirect/?to=URL`` redirects there (302); ``drip/`` sends its body a byte every
-``drip_pause`` seconds; ``status/N`` answers HTTP N.
+otherwise; ``redirect/?to=URL[&status=N]`` redirects there (302, or N); ``loop/`` redirects to
+itself; ``drip/`` sends its body a byte every ``drip_pause`` seconds; ``status/N`` answers
+HTTP N. ``FakeApi(tls=context)`` serves HTTPS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Iterator
 
@@ -27,7 +29,8 @@ WAIT = 30.0
 
 
 class FakeApi:
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls
         self.accepted: set[str] = {"access-token-1"}
         self.refused_status = 401
         self.drip_pause = 0.2
@@ -38,7 +41,8 @@ class FakeApi:
         self.port = 0
 
     def url(self, path: str = "") -> str:
-        return f"http://127.0.0.1:{self.port}/api/v1/{path}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/api/v1/{path}"
 
     def tokens_seen(self) -> list[str | None]:
         return [authorization for _, _, authorization in self.calls]
@@ -60,7 +64,7 @@ class FakeApi:
         app.router.add_route("*", "/api/v1/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.tls)
         await site.start()
         self.port = self._runner.addresses[0][1]
 
@@ -79,7 +83,10 @@ class FakeApi:
         if token not in self.accepted:
             return web.json_response({"error": "token expired"}, status=self.refused_status)
         if tail == "redirect/":
-            raise web.HTTPFound(request.query["to"])
+            status = int(request.query.get("status", "302"))
+            return web.Response(status=status, headers={"Location": request.query["to"]})
+        if tail == "loop/":
+            raise web.HTTPFound("/api/v1/loop/")
         if tail == "drip/":
             response = web.StreamResponse(headers={"Content-Length": "50"})
             await response.prepare(request)

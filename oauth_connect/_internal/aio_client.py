@@ -12,13 +12,16 @@ collector to report.
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
+import ssl
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
-from aiohttp.helpers import get_env_proxy_for_url
 from multidict import CIMultiDict, CIMultiDictProxy
+from requests.utils import get_environ_proxies, select_proxy
 from yarl import URL
 
 from .http import MAX_ORIGINS, USER_AGENT
@@ -41,33 +44,53 @@ class ApiResponse(aiohttp.ClientResponse):
 
 
 class SharedClient:
-    """An event loop's aiohttp client, and the environment's proxy for each origin it calls."""
+    """An event loop's aiohttp client, and the environment's settings for each origin."""
 
-    __slots__ = ("client", "keeper", "_proxies")
+    __slots__ = ("client", "keeper", "_environments")
 
-    def __init__(self, client: aiohttp.ClientSession, keeper: AsyncIterator[None]) -> None:
+    def __init__(self, client: aiohttp.ClientSession, keeper: AsyncGenerator[None, None]) -> None:
         self.client = client
         self.keeper = keeper
-        self._proxies: dict[str, dict[str, Any]] = {}
+        self._environments: dict[str, dict[str, Any]] = {}
 
-    def proxy_arguments(self, origin: str) -> dict[str, Any]:
-        """``proxy=`` (and ``proxy_auth=``) for requests to ``origin``, as ``HTTPS_PROXY``,
-        ``NO_PROXY`` and the like say; read once per origin. aiohttp's ``trust_env`` would
-        read them, and ``~/.netrc``, on a thread at every request: two thread hand-offs that
-        tripled a call's CPU (benchmarks/bench_asession.py), and a netrc entry for the API's
-        host made every request fail (its credentials clash with our Authorization header)."""
-        arguments = self._proxies.get(origin)
+    def environment_arguments(self, origin: str) -> dict[str, Any]:
+        """``proxy=``, ``proxy_auth=`` and ``ssl=`` for requests to ``origin``, from the
+        environment read the way requests reads it (``HTTPS_PROXY``, ``ALL_PROXY``,
+        ``NO_PROXY`` with its address ranges, ``REQUESTS_CA_BUNDLE``...), once per origin.
+        Not aiohttp's ``trust_env``: it reads the proxy variables, and ``~/.netrc``, on a
+        thread at every request (two hand-offs that tripled a call's CPU in
+        benchmarks/bench_asession.py; and a netrc entry for the API's host made every request
+        fail, its credentials clashing with our Authorization header), and it knows neither
+        ``ALL_PROXY``, address ranges in ``NO_PROXY``, nor requests' CA bundle variables."""
+        arguments = self._environments.get(origin)
         if arguments is None:
-            if len(self._proxies) >= MAX_ORIGINS:  # one client meets every tenant's hosts
-                self._proxies.clear()
-            try:
-                proxy, proxy_auth = get_env_proxy_for_url(URL(origin))
-            except LookupError:
-                arguments = {}
-            else:
-                arguments = {"proxy": proxy, "proxy_auth": proxy_auth}
-            self._proxies[origin] = arguments
+            if len(self._environments) >= MAX_ORIGINS:  # one client meets every tenant's hosts
+                self._environments.clear()
+            arguments = _environment_arguments(origin)
+            self._environments[origin] = arguments
         return arguments
+
+
+def _environment_arguments(origin: str) -> dict[str, Any]:
+    arguments: dict[str, Any] = {}
+    proxy = select_proxy(origin, get_environ_proxies(origin))
+    if proxy:
+        url = URL(proxy if "://" in proxy else "http://" + proxy)
+        arguments["proxy"] = url.with_user(None)
+        if url.user is not None:
+            arguments["proxy_auth"] = aiohttp.BasicAuth(url.user, url.password or "")
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle and origin.startswith("https:"):
+        arguments["ssl"] = _trusting(bundle)
+    return arguments
+
+
+@functools.lru_cache(maxsize=8)
+def _trusting(bundle: str) -> ssl.SSLContext:
+    """A TLS context that trusts the certificates in ``bundle`` (a file or a directory)."""
+    if os.path.isdir(bundle):
+        return ssl.create_default_context(capath=bundle)
+    return ssl.create_default_context(cafile=bundle)
 
 
 _clients: dict[asyncio.AbstractEventLoop, SharedClient] = {}
@@ -85,8 +108,11 @@ async def shared_client() -> SharedClient:
         # One client serves every tenant: a cookie one tenant's API set must never ride along
         # with the next tenant's call.
         cookie_jar=aiohttp.DummyCookieJar(),
-        # The environment's proxies are read once per origin instead: see proxy_arguments().
+        # The environment is read once per origin instead: see environment_arguments().
         trust_env=False,
+        # No cap on connections in all: one tenant's slow API must not hold every other
+        # tenant's calls in a queue (each sync session has a pool of its own, uncapped too).
+        connector=aiohttp.TCPConnector(limit=0),
         response_class=ApiResponse,
     )
     keeper = _keep(loop, client)
@@ -102,7 +128,7 @@ async def shared_client() -> SharedClient:
 
 async def _keep(
     loop: asyncio.AbstractEventLoop, client: aiohttp.ClientSession
-) -> AsyncIterator[None]:
+) -> AsyncGenerator[None, None]:
     try:
         yield  # and stays here: only closing the generator resumes it
     finally:
@@ -119,4 +145,4 @@ async def close_shared_client() -> None:
     with _clients_guard:
         shared = _clients.pop(asyncio.get_running_loop(), None)
     if shared is not None:
-        await shared.client.close()
+        await shared.keeper.aclose()  # closes the client, and the loop has nothing to finalise

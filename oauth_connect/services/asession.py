@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import copy
 import math
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
 
 import aiohttp
 from asgiref.sync import sync_to_async
 from multidict import CIMultiDict
+from yarl import URL
 
 from .. import conf
 from .._internal.aio_client import SharedClient, close_shared_client, shared_client
@@ -99,7 +101,7 @@ class AsyncConnectionSession(SessionTokens):
         self._client = shared.client
         self._flight = flight
         SessionTokens.__init__(self, connection, deadline)
-        self._proxy = shared.proxy_arguments(self._origin)
+        self._environment = shared.environment_arguments(self._origin)
         if flight.newer_than(connection):
             # Loaded before a refresh this loop made since: its tokens may be spent already.
             flight.copy_to(connection)
@@ -110,42 +112,56 @@ class AsyncConnectionSession(SessionTokens):
     def __repr__(self) -> str:
         return f"<AsyncConnectionSession for {self.connection!r}>"
 
-    def request(self, method: str, url: str, **kwargs: Any) -> PendingResponse:
+    def request(self, method: str, url: str | URL, **kwargs: Any) -> PendingResponse:
         return PendingResponse(self._request(method, url, **kwargs))
 
-    def get(self, url: str, **kwargs: Any) -> PendingResponse:
+    def get(self, url: str | URL, **kwargs: Any) -> PendingResponse:
         return PendingResponse(self._request("GET", url, **kwargs))
 
-    def options(self, url: str, **kwargs: Any) -> PendingResponse:
+    def options(self, url: str | URL, **kwargs: Any) -> PendingResponse:
         return PendingResponse(self._request("OPTIONS", url, **kwargs))
 
-    def head(self, url: str, **kwargs: Any) -> PendingResponse:
+    def head(self, url: str | URL, **kwargs: Any) -> PendingResponse:
         return PendingResponse(self._request("HEAD", url, **kwargs))
 
-    def post(self, url: str, **kwargs: Any) -> PendingResponse:
+    def post(self, url: str | URL, **kwargs: Any) -> PendingResponse:
         return PendingResponse(self._request("POST", url, **kwargs))
 
-    def put(self, url: str, **kwargs: Any) -> PendingResponse:
+    def put(self, url: str | URL, **kwargs: Any) -> PendingResponse:
         return PendingResponse(self._request("PUT", url, **kwargs))
 
-    def patch(self, url: str, **kwargs: Any) -> PendingResponse:
+    def patch(self, url: str | URL, **kwargs: Any) -> PendingResponse:
         return PendingResponse(self._request("PATCH", url, **kwargs))
 
-    def delete(self, url: str, **kwargs: Any) -> PendingResponse:
+    def delete(self, url: str | URL, **kwargs: Any) -> PendingResponse:
         return PendingResponse(self._request("DELETE", url, **kwargs))
 
     async def _request(
         self,
         method: str,
-        url: str,
+        url: str | URL,
         *,
         deadline: float | None = DEFAULT,
         stream: bool = False,
+        timeout: float | aiohttp.ClientTimeout | None = None,
+        allow_redirects: bool = True,
+        raise_for_status: bool | Callable[[aiohttp.ClientResponse], Awaitable[None]] = False,
         **kwargs: Any,
     ) -> aiohttp.ClientResponse:
-        if deadline is DEFAULT:
-            deadline = self.deadline
-        url = self._resolve(url)
+        call = _Call(
+            method=method.upper(),
+            url=self._resolve(str(url)),
+            deadline=self.deadline if deadline is DEFAULT else deadline,
+            stream=stream,
+            timeout=timeout,
+            follow=allow_redirects,
+            resendable=_resendable(kwargs),
+            headers=kwargs.pop("headers", None),
+            # The environment's proxy and certificates, unless the caller passes their own.
+            kwargs={**self._environment, **kwargs} if self._environment else kwargs,
+        )
+        if call.deadline is not None and call.deadline <= 0:
+            raise self._too_slow(call.deadline)  # as the sync session: nothing is sent
         if self._flight.version != self._version:
             self._adopt()
         if self._refresh_due() and self._should_refresh_ahead():
@@ -155,20 +171,17 @@ class AsyncConnectionSession(SessionTokens):
             if self._backing_off():
                 raise self._unsendable_while_backing_off()
             await self._refresh_after_refusal(self._access_token)
-        resendable = _resendable(kwargs)
-        headers = kwargs.pop("headers", None)
-        if self._proxy and "proxy" not in kwargs:
-            kwargs = {**self._proxy, **kwargs}
         sent = self._access_token
-        response, retry = await self._send(
-            method, url, deadline, stream, resendable, headers, kwargs
-        )
+        response, retry = await self._send(call, call.resendable)
         if retry:
             response.release()  # its body unread: the connection is closed, not reused
             await self._refresh_after_refusal(sent)
-            response, _retry = await self._send(
-                method, url, deadline, stream, False, headers, kwargs
-            )
+            response, _retry = await self._send(call, False)
+        # After the refresh and retry, not before: aiohttp's own would raise at the first 401.
+        if raise_for_status is True:
+            response.raise_for_status()
+        elif raise_for_status:
+            await raise_for_status(response)
         return response
 
     # Refreshing, once per event loop ----------------------------------------------------------
@@ -217,54 +230,54 @@ class AsyncConnectionSession(SessionTokens):
 
     # Sending ----------------------------------------------------------------------------------
 
-    def _client_timeout(self, deadline: float | None) -> aiohttp.ClientTimeout:
+    def _client_timeout(
+        self, deadline: float | None, timeout: float | None = None
+    ) -> aiohttp.ClientTimeout:
         """``timeout`` for connecting, ``deadline`` for the whole request. Each wait for data
         is bounded by ``timeout`` only where there is no deadline (``deadline=None``, or a
         stream's body): aiohttp re-arms that timer at every chunk, which cost 11% of a call's
         instructions (callgrind), and the deadline bounds a stalled read anyway."""
+        timeout = self.timeout if timeout is None else timeout
         if deadline is None:
-            return aiohttp.ClientTimeout(sock_connect=self.timeout, sock_read=self.timeout)
+            return aiohttp.ClientTimeout(sock_connect=timeout, sock_read=timeout)
         return aiohttp.ClientTimeout(
             total=deadline,
-            sock_connect=self.timeout,
+            sock_connect=timeout,
             # aiohttp rounds timeouts over 5 s up to a whole second of its clock; the deadline
             # is the one the sync session keeps, to the millisecond.
             ceil_threshold=math.inf,
         )
 
-    async def _send(
-        self,
-        method: str,
-        url: str,
-        deadline: float | None,
-        stream: bool,
-        resendable: bool,
-        extra_headers: Any,
-        kwargs: dict[str, Any],
-    ) -> tuple[aiohttp.ClientResponse, bool]:
+    def _timeout_for(self, call: _Call, deadline: float | None) -> aiohttp.ClientTimeout:
+        if isinstance(call.timeout, aiohttp.ClientTimeout):
+            return call.timeout  # the caller's, whole
+        if call.timeout is None and deadline == self.deadline:
+            return self._default_timeout
+        return self._client_timeout(deadline, call.timeout)
+
+    async def _send(self, call: _Call, resendable: bool) -> tuple[aiohttp.ClientResponse, bool]:
         """One request (and its redirects within the origin), and whether to refresh and send
-        it again. Its body is read within ``deadline`` unless the caller streams it, but never
+        it again. Its body is read within the deadline unless the caller streams it, but never
         that of an answer to be sent again: a 401 may be 256 MiB."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        headers = self._headers(extra_headers)
+        headers = self._headers(call.headers)
+        deadline = call.deadline
         try:
-            if stream:
+            if call.stream:
                 # aiohttp's total timeout would go on running while the caller reads the body:
                 # bound the wait for the headers instead.
                 response = await asyncio.wait_for(
-                    self._send_following(method, url, headers, None, kwargs, started), deadline
+                    self._send_following(call, headers, None, started), deadline
                 )
             else:
-                response = await self._send_following(
-                    method, url, headers, deadline, kwargs, started
-                )
+                response = await self._send_following(call, headers, deadline, started)
             retry = (
                 resendable
                 and response.status in self.provider.expired_token_statuses
                 and not self._backing_off()
             )
-            if not (stream or retry):
+            if not (call.stream or retry):
                 await response.read()  # within the total timeout, which covers the body
         except (asyncio.TimeoutError, aiohttp.ClientError):
             if deadline is None or loop.time() - started < deadline:
@@ -274,54 +287,56 @@ class AsyncConnectionSession(SessionTokens):
         return response, retry
 
     async def _send_following(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        deadline: float | None,
-        kwargs: dict[str, Any],
-        started: float,
+        self, call: _Call, headers: Mapping[str, str], deadline: float | None, started: float
     ) -> aiohttp.ClientResponse:
-        timeout = (
-            self._default_timeout if deadline == self.deadline else self._client_timeout(deadline)
-        )
         response = await self._client.request(
-            method, url, headers=headers, timeout=timeout, allow_redirects=False, **kwargs
+            call.method,
+            call.url,
+            headers=headers,
+            timeout=self._timeout_for(call, deadline),
+            allow_redirects=False,
+            **call.kwargs,
         )
-        if response.status in REDIRECT_STATUSES:
-            response = await self._follow(response, method, headers, deadline, kwargs, started)
+        if call.follow and response.status in REDIRECT_STATUSES:
+            response = await self._follow(response, call, headers, deadline, started)
         return response
 
     async def _follow(
         self,
         response: aiohttp.ClientResponse,
-        method: str,
+        call: _Call,
         headers: Mapping[str, str],
         deadline: float | None,
-        kwargs: dict[str, Any],
         started: float,
     ) -> aiohttp.ClientResponse:
         """Follow redirects within the API's origin only. A redirect elsewhere comes back to the
         caller as the 3xx it is: a provider must not make this server fetch other hosts (an
-        internal address, say) and hand the answer to the product as the API's."""
+        internal address, say) and hand the answer to the product as the API's. So does a
+        307 or 308 whose body was a stream or file, already sent and gone."""
         loop = asyncio.get_running_loop()
         hops: list[aiohttp.ClientResponse] = []
-        while response.status in REDIRECT_STATUSES and len(hops) < MAX_REDIRECTS:
+        method, kwargs = call.method, call.kwargs
+        while response.status in REDIRECT_STATUSES:
             location = response.headers.get("Location")
             if not location:
                 break
             target = urljoin(str(response.url), location)
             if origin_of(target) != self._origin:
                 break
+            method, kwargs = _redirected(method, response.status, kwargs)
+            if response.status in (307, 308) and not call.resendable:
+                break
+            if len(hops) == MAX_REDIRECTS:
+                response.release()
+                raise aiohttp.TooManyRedirects(response.request_info, tuple(hops))
             response.release()
             hops.append(response)
-            method, kwargs = _redirected(method, response.status, kwargs)
             left = None if deadline is None else max(deadline - (loop.time() - started), 0.001)
             response = await self._client.request(
                 method,
                 target,
                 headers=headers,
-                timeout=self._client_timeout(left),
+                timeout=self._timeout_for(call, left),
                 allow_redirects=False,
                 **kwargs,
             )
@@ -338,19 +353,28 @@ class AsyncConnectionSession(SessionTokens):
         return merged
 
 
-class PendingResponse:
-    """A request under way: ``await`` it for the response, or ``async with`` it to have the
-    response released at the end of the block (for ``stream=True``)."""
+class PendingResponse(Coroutine[Any, Any, aiohttp.ClientResponse]):
+    """A request under way: ``await`` it for the response, hand it to ``create_task``, or
+    ``async with`` it to have the response released at the end of the block (for
+    ``stream=True``). A coroutine, as aiohttp's own request objects are."""
 
     __slots__ = ("_coroutine", "_response")
 
-    def __init__(self, coroutine: Any) -> None:
+    def __init__(self, coroutine: Coroutine[Any, Any, aiohttp.ClientResponse]) -> None:
         self._coroutine = coroutine
         self._response: aiohttp.ClientResponse | None = None
 
+    def send(self, value: Any) -> Any:
+        return self._coroutine.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._coroutine.throw(*args)
+
+    def close(self) -> None:
+        self._coroutine.close()
+
     def __await__(self) -> Generator[Any, None, aiohttp.ClientResponse]:
-        result: aiohttp.ClientResponse = yield from self._coroutine.__await__()
-        return result
+        return self._coroutine.__await__()
 
     async def __aenter__(self) -> aiohttp.ClientResponse:
         self._response = await self._coroutine
@@ -359,6 +383,21 @@ class PendingResponse:
     async def __aexit__(self, *exc_info: object) -> None:
         if self._response is not None:
             self._response.release()
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One request as the caller asked for it."""
+
+    method: str
+    url: str
+    deadline: float | None
+    stream: bool
+    timeout: float | aiohttp.ClientTimeout | None
+    follow: bool
+    resendable: bool
+    headers: Any
+    kwargs: dict[str, Any]
 
 
 def _redirected(method: str, status: int, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -373,10 +412,20 @@ def _redirected(method: str, status: int, kwargs: dict[str, Any]) -> tuple[str, 
 
 
 def _resendable(kwargs: dict[str, Any]) -> bool:
-    """Whether the request can be sent a second time: a file, stream or ``FormData`` was
-    consumed by the first attempt."""
+    """Whether the request's body can be sent a second time: a file, a stream or a
+    ``FormData`` (or a form whose fields hold one) was consumed by the first attempt."""
     body = kwargs.get("data")
-    return body is None or isinstance(body, (str, bytes, bytearray, dict, list, tuple))
+    if body is None or isinstance(body, (str, bytes, bytearray)):
+        return True
+    if isinstance(body, dict):
+        fields: Any = body.values()
+    elif isinstance(body, (list, tuple)):
+        fields = [
+            field[1] if isinstance(field, tuple) and len(field) == 2 else field for field in body
+        ]
+    else:
+        return False
+    return all(isinstance(value, (str, bytes, bytearray, int, float)) for value in fields)
 
 
 def _copy(error: BaseException) -> BaseException:

@@ -6,7 +6,10 @@ so the refresh's ``sync_to_async`` work comes back to the test's thread and its 
 from __future__ import annotations
 
 import asyncio
+import gc
+import io
 import json
+import logging
 import sys
 import threading
 from collections.abc import Awaitable, Callable
@@ -19,6 +22,7 @@ import responses
 import time_machine
 from asgiref.sync import async_to_sync
 from django.utils import timezone
+from yarl import URL
 
 from oauth_connect.exceptions import (
     ConfigurationError,
@@ -30,9 +34,10 @@ from oauth_connect.exceptions import (
 )
 from oauth_connect.models import Connection
 from oauth_connect.services import acheck_connection, adisconnect, arefresh_connection
-from oauth_connect.services.asession import AsyncConnectionSession
+from oauth_connect.services.asession import AsyncConnectionSession, close_shared_client
 from tests.async_api import FakeApi, fake_api_fixture  # noqa: F401 - the fixture
 from tests.conftest import TOKEN_URL, race, token_body
+from tests.providers.test_client_tls import self_signed
 from tests.providers.test_teletracker import answer as teletracker_answer
 from tests.services.test_batch import StatementCounter
 
@@ -559,3 +564,178 @@ def test_without_a_deadline_each_wait_for_data_has_the_timeout(
 
     with pytest.raises(aiohttp.ServerTimeoutError):
         run(scenario)
+
+
+def test_a_form_holding_a_file_is_not_resent_empty_after_a_401(
+    api_settings: FakeApi, make_connection: Any
+) -> None:
+    connection = make_connection()
+    api_settings.accepted = set()
+
+    async def scenario() -> int:
+        api = await connection.asession()
+        upload = {"file": io.BytesIO(b"file contents")}
+        return (await api.post("upload/", data=upload)).status
+
+    assert run(scenario) == 401  # handed back: no refresh, no second, empty, upload
+    assert len(api_settings.calls) == 1
+
+
+def test_a_307_is_not_followed_with_a_body_already_sent(
+    api_settings: FakeApi, make_connection: Any
+) -> None:
+    connection = make_connection()
+
+    async def body() -> Any:
+        yield b"chunk"
+
+    async def scenario() -> tuple[int, int]:
+        api = await connection.asession()
+        to = {"to": "/api/v1/items/", "status": "307"}
+        streamed = await api.post("redirect/", params=to, data=body())
+        resent = await api.post("redirect/", params=to, json={"a": 1})
+        return streamed.status, resent.status
+
+    assert run(scenario) == (307, 200)
+    assert [path for _, path, _ in api_settings.calls] == ["/redirect/", "/redirect/", "/items/"]
+
+
+def test_a_redirect_loop_ends_in_too_many_redirects(
+    api_settings: FakeApi, make_connection: Any
+) -> None:
+    connection = make_connection()
+
+    async def scenario() -> None:
+        await (await connection.asession()).get("loop/")
+
+    with pytest.raises(aiohttp.TooManyRedirects) as caught:
+        run(scenario)
+    assert "access-token-1" not in repr(caught.value)
+    assert len(api_settings.calls) == 31  # the first request and requests' 30 redirects
+
+
+def test_one_slow_tenant_does_not_hold_up_another(
+    api_settings: FakeApi, make_connection: Any, other_organisation: Any
+) -> None:
+    """101 calls in flight to a slow API (more than aiohttp's default cap of 100 connections)
+    and one to the same API's fast path, with a short deadline: it goes straight through."""
+    slow = make_connection()
+    fast = make_connection(tenant=other_organisation)
+    api_settings.drip_pause = 0.04  # two seconds a body
+
+    async def scenario() -> int:
+        slow_api, fast_api = await slow.asession(), await fast.asession()
+        stuck = [asyncio.ensure_future(slow_api.get("drip/")) for _ in range(101)]
+        await asyncio.sleep(0.3)  # let them all connect: an event loop's own clock
+        status = (await fast_api.get("accounts/me/", deadline=1)).status
+        await asyncio.gather(*stuck)
+        return status
+
+    assert run(scenario) == 200
+
+
+def test_the_callers_own_aiohttp_arguments(
+    api_settings: FakeApi, make_connection: Any, http_mock: responses.RequestsMock
+) -> None:
+    connection = make_connection()
+    sent = token_endpoint(http_mock, (200, token_body(2)))
+    api_settings.accepted = {"access-token-2"}
+
+    async def scenario() -> list[Any]:
+        api = await connection.asession()
+        # raise_for_status applies after the refresh and retry, not to the first 401.
+        refreshed = await api.get("accounts/me/", raise_for_status=True)
+        unfollowed = await api.get("redirect/", params={"to": "/x/"}, allow_redirects=False)
+        with_timeouts = [
+            await api.get("accounts/me/", timeout=5),
+            await api.get("accounts/me/", timeout=aiohttp.ClientTimeout(total=5)),
+        ]
+        as_task = await asyncio.create_task(api.get(URL(api_settings.url("accounts/me/"))))
+        head = await api.request("head", "redirect/", params={"to": "/api/v1/accounts/me/"})
+        return [
+            refreshed.status,
+            unfollowed.status,
+            *(response.status for response in with_timeouts),
+            as_task.status,
+            head.method,
+        ]
+
+    assert run(scenario) == [200, 302, 200, 200, 200, "HEAD"]
+    assert len(sent) == 1
+
+
+def test_a_deadline_of_zero_sends_nothing(api_settings: FakeApi, make_connection: Any) -> None:
+    connection = make_connection()
+
+    async def scenario() -> None:
+        await (await connection.asession()).get("accounts/me/", deadline=0)
+
+    with pytest.raises(DeadlineExceeded):
+        run(scenario)
+    assert api_settings.calls == []
+
+
+def test_all_proxy_and_no_proxy_ranges_as_requests_reads_them(
+    api_settings: FakeApi, make_connection: Any, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    settings.OAUTH_CONNECT["PROVIDERS"]["apicbase"]["API_URL"] = (
+        "http://api.unresolvable.test/api/v1/"
+    )
+    monkeypatch.setenv("ALL_PROXY", f"http://127.0.0.1:{api_settings.port}")
+    via_proxy = make_connection()
+
+    async def through() -> int:
+        connection = await Connection.objects.aget(pk=via_proxy.pk)
+        return (await (await connection.asession()).get("accounts/me/")).status
+
+    assert run(through) == 200
+
+    # A proxy that isn't there, bypassed for loopback addresses by a range.
+    settings.OAUTH_CONNECT["PROVIDERS"]["apicbase"]["API_URL"] = api_settings.url()
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.0/8")
+    assert run(through) == 200
+    assert len(api_settings.calls) == 2
+
+
+def test_requests_ca_bundle_is_trusted(
+    make_connection: Any, monkeypatch: pytest.MonkeyPatch, settings: Any, tmp_path: Any
+) -> None:
+    certificate, context = self_signed(tmp_path)
+    api = FakeApi(tls=context)
+    api.start()
+    try:
+        settings.OAUTH_CONNECT["PROVIDERS"]["apicbase"]["API_URL"] = api.url()
+        connection = make_connection()
+
+        async def scenario() -> int:
+            return (await (await connection.asession()).get("accounts/me/")).status
+
+        with pytest.raises(aiohttp.ClientConnectorCertificateError):
+            run(scenario)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certificate))
+        assert run(scenario) == 200
+    finally:
+        api.stop()
+
+
+def test_closing_the_shared_client_by_hand_leaves_nothing_pending(
+    api_settings: FakeApi, make_connection: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    connection = make_connection()
+
+    async def scenario() -> None:
+        await (await connection.asession()).get("accounts/me/")
+
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="asyncio"):
+            loop.run_until_complete(scenario())
+            loop.run_until_complete(close_shared_client())
+    finally:
+        loop.close()
+    del loop
+    gc.collect()
+    assert [record.getMessage() for record in caplog.records if record.name == "asyncio"] == []
