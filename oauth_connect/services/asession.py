@@ -149,16 +149,16 @@ class AsyncConnectionSession(SessionTokens):
         **kwargs: Any,
     ) -> aiohttp.ClientResponse:
         call = _Call(
-            method=method.upper(),
-            url=self._resolve(str(url)),
-            deadline=self.deadline if deadline is DEFAULT else deadline,
-            stream=stream,
-            timeout=timeout,
-            follow=allow_redirects,
-            resendable=_resendable(kwargs),
-            headers=kwargs.pop("headers", None),
+            method.upper(),
+            self._resolve(url if isinstance(url, str) else str(url)),
+            self.deadline if deadline is DEFAULT else deadline,
+            stream,
+            timeout,
+            allow_redirects,
+            _resendable(kwargs),
+            kwargs.pop("headers", None),
             # The environment's proxy and certificates, unless the caller passes their own.
-            kwargs={**self._environment, **kwargs} if self._environment else kwargs,
+            {**self._environment, **kwargs} if self._environment else kwargs,
         )
         if call.deadline is not None and call.deadline <= 0:
             raise self._too_slow(call.deadline)  # as the sync session: nothing is sent
@@ -251,8 +251,6 @@ class AsyncConnectionSession(SessionTokens):
     def _timeout_for(self, call: _Call, deadline: float | None) -> aiohttp.ClientTimeout:
         if isinstance(call.timeout, aiohttp.ClientTimeout):
             return call.timeout  # the caller's, whole
-        if call.timeout is None and deadline == self.deadline:
-            return self._default_timeout
         return self._client_timeout(deadline, call.timeout)
 
     async def _send(self, call: _Call, resendable: bool) -> tuple[aiohttp.ClientResponse, bool]:
@@ -293,7 +291,11 @@ class AsyncConnectionSession(SessionTokens):
             call.method,
             call.url,
             headers=headers,
-            timeout=self._timeout_for(call, deadline),
+            timeout=(
+                self._default_timeout
+                if call.timeout is None and deadline == self.deadline
+                else self._timeout_for(call, deadline)
+            ),
             allow_redirects=False,
             **call.kwargs,
         )
@@ -385,7 +387,7 @@ class PendingResponse(Coroutine[Any, Any, aiohttp.ClientResponse]):
             self._response.release()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Call:
     """One request as the caller asked for it."""
 
