@@ -12,10 +12,8 @@ aio_client.py``), so they reuse kept-alive connections.
 from __future__ import annotations
 
 import asyncio
-import copy
 import math
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any
 from urllib.parse import urljoin
 
@@ -27,7 +25,8 @@ from yarl import URL
 from .. import conf
 from .._internal.aio_client import SharedClient, close_shared_client, shared_client
 from ..models import Connection
-from .flight import Flight, flight_for
+from .arequest import Call, PendingResponse, redirected, resendable
+from .flight import Flight, copy_of, flight_for
 from .session_tokens import DEFAULT, SessionTokens, origin_of, raise_unless_usable
 
 __all__ = ["AsyncConnectionSession", "close_shared_client", "connection_asession"]
@@ -148,14 +147,14 @@ class AsyncConnectionSession(SessionTokens):
         raise_for_status: bool | Callable[[aiohttp.ClientResponse], Awaitable[None]] = False,
         **kwargs: Any,
     ) -> aiohttp.ClientResponse:
-        call = _Call(
+        call = Call(
             method.upper(),
             self._resolve(url if isinstance(url, str) else str(url)),
             self.deadline if deadline is DEFAULT else deadline,
             stream,
             timeout,
             allow_redirects,
-            _resendable(kwargs),
+            resendable(kwargs),
             kwargs.pop("headers", None),
             # The environment's proxy and certificates, unless the caller passes their own.
             {**self._environment, **kwargs} if self._environment else kwargs,
@@ -205,7 +204,7 @@ class AsyncConnectionSession(SessionTokens):
                 error = flight.error
                 self._adopt()
                 if error is not None:
-                    raise _copy(error)
+                    raise copy_of(error)
                 if not still_needed():
                     return
             try:
@@ -248,12 +247,12 @@ class AsyncConnectionSession(SessionTokens):
             ceil_threshold=math.inf,
         )
 
-    def _timeout_for(self, call: _Call, deadline: float | None) -> aiohttp.ClientTimeout:
+    def _timeout_for(self, call: Call, deadline: float | None) -> aiohttp.ClientTimeout:
         if isinstance(call.timeout, aiohttp.ClientTimeout):
             return call.timeout  # the caller's, whole
         return self._client_timeout(deadline, call.timeout)
 
-    async def _send(self, call: _Call, resendable: bool) -> tuple[aiohttp.ClientResponse, bool]:
+    async def _send(self, call: Call, resendable: bool) -> tuple[aiohttp.ClientResponse, bool]:
         """One request (and its redirects within the origin), and whether to refresh and send
         it again. Its body is read within the deadline unless the caller streams it, but never
         that of an answer to be sent again: a 401 may be 256 MiB."""
@@ -285,7 +284,7 @@ class AsyncConnectionSession(SessionTokens):
         return response, retry
 
     async def _send_following(
-        self, call: _Call, headers: Mapping[str, str], deadline: float | None, started: float
+        self, call: Call, headers: Mapping[str, str], deadline: float | None, started: float
     ) -> aiohttp.ClientResponse:
         response = await self._client.request(
             call.method,
@@ -306,7 +305,7 @@ class AsyncConnectionSession(SessionTokens):
     async def _follow(
         self,
         response: aiohttp.ClientResponse,
-        call: _Call,
+        call: Call,
         headers: Mapping[str, str],
         deadline: float | None,
         started: float,
@@ -325,7 +324,7 @@ class AsyncConnectionSession(SessionTokens):
             target = urljoin(str(response.url), location)
             if origin_of(target) != self._origin:
                 break
-            method, kwargs = _redirected(method, response.status, kwargs)
+            method, kwargs = redirected(method, response.status, kwargs)
             if response.status in (307, 308) and not call.resendable:
                 break
             if len(hops) == MAX_REDIRECTS:
@@ -353,89 +352,3 @@ class AsyncConnectionSession(SessionTokens):
         merged: CIMultiDict[str] = CIMultiDict(extra)
         merged["Authorization"] = self._authorization
         return merged
-
-
-class PendingResponse(Coroutine[Any, Any, aiohttp.ClientResponse]):
-    """A request under way: ``await`` it for the response, hand it to ``create_task``, or
-    ``async with`` it to have the response released at the end of the block (for
-    ``stream=True``). A coroutine, as aiohttp's own request objects are."""
-
-    __slots__ = ("_coroutine", "_response")
-
-    def __init__(self, coroutine: Coroutine[Any, Any, aiohttp.ClientResponse]) -> None:
-        self._coroutine = coroutine
-        self._response: aiohttp.ClientResponse | None = None
-
-    def send(self, value: Any) -> Any:
-        return self._coroutine.send(value)
-
-    def throw(self, *args: Any) -> Any:
-        return self._coroutine.throw(*args)
-
-    def close(self) -> None:
-        self._coroutine.close()
-
-    def __await__(self) -> Generator[Any, None, aiohttp.ClientResponse]:
-        return self._coroutine.__await__()
-
-    async def __aenter__(self) -> aiohttp.ClientResponse:
-        self._response = await self._coroutine
-        return self._response
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._response is not None:
-            self._response.release()
-
-
-@dataclass(slots=True)
-class _Call:
-    """One request as the caller asked for it."""
-
-    method: str
-    url: str
-    deadline: float | None
-    stream: bool
-    timeout: float | aiohttp.ClientTimeout | None
-    follow: bool
-    resendable: bool
-    headers: Any
-    kwargs: dict[str, Any]
-
-
-def _redirected(method: str, status: int, kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The method and arguments of the request a redirect asks for, by requests' rules: a 303
-    (and a 302, or a 301 after a POST) becomes a GET without a body. The Location holds the
-    whole URL, query included."""
-    kwargs = {key: value for key, value in kwargs.items() if key != "params"}
-    if (status in (302, 303) and method != "HEAD") or (status == 301 and method == "POST"):
-        method = "GET"
-        kwargs = {key: value for key, value in kwargs.items() if key not in ("data", "json")}
-    return method, kwargs
-
-
-def _resendable(kwargs: dict[str, Any]) -> bool:
-    """Whether the request's body can be sent a second time: a file, a stream or a
-    ``FormData`` (or a form whose fields hold one) was consumed by the first attempt."""
-    body = kwargs.get("data")
-    if body is None or isinstance(body, (str, bytes, bytearray)):
-        return True
-    if isinstance(body, dict):
-        fields: Any = body.values()
-    elif isinstance(body, (list, tuple)):
-        fields = [
-            field[1] if isinstance(field, tuple) and len(field) == 2 else field for field in body
-        ]
-    else:
-        return False
-    return all(isinstance(value, (str, bytes, bytearray, int, float)) for value in fields)
-
-
-def _copy(error: BaseException) -> BaseException:
-    """The error another coroutine's refresh raised, as a new object: raising one object in
-    many coroutines would tangle their tracebacks together."""
-    try:
-        duplicate = copy.copy(error)
-    except Exception:
-        return error
-    duplicate.__traceback__ = None
-    return duplicate

@@ -11,6 +11,7 @@ the database.
 from __future__ import annotations
 
 import asyncio
+import copy
 import threading
 import weakref
 from typing import Any
@@ -72,3 +73,14 @@ def flight_for(connection: Connection) -> Flight:
         if flight is None or flight.loop is not loop:
             flight = _flights[key] = Flight(loop)
         return flight
+
+
+def copy_of(error: BaseException) -> BaseException:
+    """The error another coroutine's refresh raised, as a new object: raising one object in
+    many coroutines would tangle their tracebacks together."""
+    try:
+        duplicate = copy.copy(error)
+    except Exception:
+        return error
+    duplicate.__traceback__ = None
+    return duplicate

@@ -222,6 +222,23 @@ class Sandbox:
         connection.refresh_from_db()
 
 
+def connected(sandbox: Sandbox, browser: requests.Session, organisation: Any) -> Connection:
+    """The organisation's Apicbase connection, connected through the sandbox."""
+    sandbox.connect(browser, "apicbase")
+    return Connection.objects.get(tenant=organisation, provider="apicbase")
+
+
+def assert_refreshed_once(sandbox: Sandbox, connection: Connection, mark: int) -> None:
+    """The sandbox issued one token set since ``mark``, and it is the one we store."""
+    assert sandbox.issued_since("apicbase", mark) == 1
+    stored = Connection.objects.get(pk=connection.pk)
+    assert stored.status == Connection.Status.ACTIVE
+    assert stored.refresh_token == sandbox.newest_refresh_token("apicbase").token
+    assert sandbox.refresh_tokens("apicbase").filter(revoked__isnull=True).count() == 1
+    assert sandbox.access_tokens("apicbase").get().token == stored.access_token
+    assert event_kinds(stored) == ["connected", "refreshed"]
+
+
 @pytest.fixture
 def sandbox(live_server: Any, settings: Any, oauth_settings: Any) -> Sandbox:
     """Point the "apicbase", "acme", "custobar" and "teletracker" providers at the sandbox on the

@@ -23,7 +23,7 @@ from oauth_connect.models import Connection
 from tests.conftest import postgres_configured, race
 
 from .asgi import WAIT, AsgiSite, uvicorn_serving
-from .conftest import Sandbox, event_kinds
+from .conftest import Sandbox, assert_refreshed_once, connected
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,21 +37,6 @@ def asgi_site(sandbox: Sandbox) -> Iterator[AsgiSite]:
     arguments = ["example_project.asgi:application"]
     with uvicorn_serving(arguments, SITE_URL=sandbox.url, DATABASE_POOL_SIZE="30") as site:
         yield site
-
-
-def connected(sandbox: Sandbox, browser: requests.Session, organisation: Any) -> Connection:
-    sandbox.connect(browser, "apicbase")
-    return Connection.objects.get(tenant=organisation, provider="apicbase")
-
-
-def assert_refreshed_once(sandbox: Sandbox, connection: Connection, mark: int) -> None:
-    """The sandbox issued one token set since ``mark``, and it is the one we store."""
-    assert sandbox.issued_since("apicbase", mark) == 1
-    stored = Connection.objects.get(pk=connection.pk)
-    assert stored.status == Connection.Status.ACTIVE
-    assert stored.refresh_token == sandbox.newest_refresh_token("apicbase").token
-    assert sandbox.access_tokens("apicbase").get().token == stored.access_token
-    assert event_kinds(stored) == ["connected", "refreshed"]
 
 
 RECIPES = {"results": [{"id": 1, "name": "Tomato soup"}, {"id": 2, "name": "Focaccia"}]}

@@ -18,10 +18,9 @@ import requests
 from django.utils import timezone
 from oauth2_provider.models import AccessToken
 
-from oauth_connect.models import Connection
 from tests.conftest import requires_postgres
 
-from .conftest import Sandbox, event_kinds
+from .conftest import Sandbox, assert_refreshed_once, connected
 from .processes import TOKEN_PATH, EndpointCalls, WorkerPool, call_api, spawn_pool
 
 pytestmark = [requires_postgres, pytest.mark.django_db(transaction=True)]
@@ -34,22 +33,6 @@ ALICE = {"username": "alice"}
 def pool() -> Iterator[WorkerPool]:
     with spawn_pool(PROCESSES) as workers:
         yield workers
-
-
-def connected(sandbox: Sandbox, browser: requests.Session, organisation: Any) -> Connection:
-    sandbox.connect(browser, "apicbase")
-    return Connection.objects.get(tenant=organisation, provider="apicbase")
-
-
-def assert_refreshed_once(sandbox: Sandbox, connection: Connection, mark: int) -> None:
-    """The sandbox issued one token set since ``mark``, and it is the one we store."""
-    assert sandbox.issued_since("apicbase", mark) == 1
-    stored = Connection.objects.get(pk=connection.pk)
-    assert stored.status == Connection.Status.ACTIVE
-    assert stored.refresh_token == sandbox.newest_refresh_token("apicbase").token
-    assert sandbox.refresh_tokens("apicbase").filter(revoked__isnull=True).count() == 1
-    assert sandbox.access_tokens("apicbase").get().token == stored.access_token
-    assert event_kinds(stored) == ["connected", "refreshed"]
 
 
 def test_processes_refresh_an_expired_connection_once(
