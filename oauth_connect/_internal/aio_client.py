@@ -27,6 +27,8 @@ from yarl import URL
 from .http import MAX_ORIGINS, USER_AGENT
 
 REDACTED = "[redacted]"
+#: Connections an event loop's client opens to one API host at most; more calls wait.
+CONNECTIONS_PER_HOST = 100
 
 
 class ApiResponse(aiohttp.ClientResponse):
@@ -110,9 +112,10 @@ async def shared_client() -> SharedClient:
         cookie_jar=aiohttp.DummyCookieJar(),
         # The environment is read once per origin instead: see environment_arguments().
         trust_env=False,
-        # No cap on connections in all: one tenant's slow API must not hold every other
-        # tenant's calls in a queue (each sync session has a pool of its own, uncapped too).
-        connector=aiohttp.TCPConnector(limit=0),
+        # A cap per API host (scheme, host and port), none in all: one slow API must not
+        # queue the calls to every other, and a stampede of one tenant's requests must not
+        # open hundreds of connections to its API at once (aiohttp's default is 100 in all).
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=CONNECTIONS_PER_HOST),
         response_class=ApiResponse,
     )
     keeper = _keep(loop, client)
